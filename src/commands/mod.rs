@@ -1,0 +1,107 @@
+//! The multi-call entry point: the tool is chosen by the name the binary
+//! was invoked as (a link named `thin_check`), or by the first argument
+//! (`dmpd thin_check ...`).
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use clap::Parser;
+
+pub mod thin_check;
+
+/// Exit status of every runtime failure (parse errors exit 2, which lvm2
+/// reads as "tool not installed" and so must never mean damage).
+pub const EXIT_FAILURE: i32 = 64;
+
+pub struct Tool {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub run: fn(Vec<OsString>) -> i32,
+}
+
+pub const TOOLS: &[Tool] = &[Tool {
+    name: "thin_check",
+    about: "Validate thin-pool metadata",
+    run: thin_check::run,
+}];
+
+pub fn find(name: &str) -> Option<&'static Tool> {
+    TOOLS.iter().find(|t| t.name == name)
+}
+
+pub fn main_with_args(args: Vec<OsString>) -> i32 {
+    let invoked = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if let Some(tool) = find(&invoked) {
+        return (tool.run)(args);
+    }
+    // Invoked as dmpd (or under any other name): the tool is argument 1.
+    let Some(name) = args.get(1).map(|a| a.to_string_lossy().into_owned()) else {
+        eprint!("{}", usage());
+        return EXIT_FAILURE;
+    };
+    match name.as_str() {
+        "-h" | "--help" => {
+            print!("{}", usage());
+            0
+        }
+        "-V" | "--version" => {
+            println!("{}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        _ => match find(&name) {
+            Some(tool) => (tool.run)(args[1..].to_vec()),
+            None => {
+                eprintln!("dmpd: unknown tool '{name}'");
+                eprint!("{}", usage());
+                EXIT_FAILURE
+            }
+        },
+    }
+}
+
+fn usage() -> String {
+    let mut s = String::from(
+        "dmpd: tools for device-mapper thin, cache and era metadata\n\n\
+         Usage: dmpd <TOOL> [ARGS]...   (or run a link named after the tool)\n\nTools:\n",
+    );
+    for t in TOOLS {
+        s.push_str(&format!("  {:<24}{}\n", t.name, t.about));
+    }
+    s
+}
+
+/// Parses a tool's command line. `-V`/`--version` alone prints the bare
+/// version (lvm2 parses it) even when required arguments are missing.
+/// On a parse error or help request, returns the exit status to use.
+pub fn parse<C: Parser>(args: Vec<OsString>) -> Result<C, i32> {
+    if args.len() == 2 && (args[1] == "-V" || args[1] == "--version") {
+        println!("{}", env!("CARGO_PKG_VERSION"));
+        return Err(0);
+    }
+    C::try_parse_from(args).map_err(|e| {
+        let _ = e.print();
+        e.exit_code()
+    })
+}
+
+/// Turns a tool's result into its exit status, printing the final error
+/// unless the tool is quiet. A broken pipe ends the tool silently.
+pub fn finish(result: anyhow::Result<()>, quiet: bool) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            let broken_pipe = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            });
+            if !quiet && !broken_pipe {
+                eprintln!("{e:#}");
+            }
+            EXIT_FAILURE
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! A read-only, memory-mapped view of a metadata device or image. A block
+//! is a borrowed 4096-byte slice of the mapping: nothing is copied on the
+//! read path.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use memmap2::{Mmap, MmapMut, MmapOptions};
+
+use super::checksum::{self, BlockKind};
+use super::error::BlockError;
+use super::{le_u64, BLOCK_SIZE};
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// BLKGETSIZE64: the size of a block device in bytes.
+const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+
+enum Backing {
+    File(Mmap),
+    /// Decompressed input lives in an anonymous mapping.
+    Anon(MmapMut),
+    /// A zero-length input cannot be mapped.
+    Empty,
+}
+
+pub struct BlockSource {
+    backing: Backing,
+    len: usize,
+    nr_blocks: u64,
+    path: PathBuf,
+}
+
+/// How to open a source.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenOptions {
+    /// Open block devices with O_EXCL, so a device held by the kernel (a
+    /// live pool) is refused.
+    pub exclusive: bool,
+}
+
+impl BlockSource {
+    /// Opens a file or block device read-only; gzip input is detected by
+    /// its magic and decompressed into memory.
+    pub fn open(path: &Path, opts: OpenOptions) -> Result<BlockSource> {
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("cannot open '{}'", path.display()))?;
+        let is_block_device = meta.file_type().is_block_device();
+        let mut open = std::fs::OpenOptions::new();
+        open.read(true);
+        if opts.exclusive && is_block_device {
+            open.custom_flags(libc::O_EXCL);
+        }
+        let file = open
+            .open(path)
+            .with_context(|| format!("cannot open '{}'", path.display()))?;
+        let size = if is_block_device {
+            block_device_size(&file).with_context(|| format!("cannot size '{}'", path.display()))?
+        } else {
+            meta.len()
+        };
+
+        if size == 0 {
+            return Ok(Self::from_backing(Backing::Empty, 0, path));
+        }
+        // SAFETY: the mapping is read-only; the tools document that the
+        // metadata must not change underneath them (offline use, or -m on
+        // the kernel's immutable metadata snapshot).
+        let map = unsafe { MmapOptions::new().len(size as usize).map(&file) }
+            .with_context(|| format!("cannot map '{}'", path.display()))?;
+        if map.len() >= 2 && map[..2] == GZIP_MAGIC {
+            return Self::gunzip(&map, path);
+        }
+        let len = map.len();
+        Ok(Self::from_backing(Backing::File(map), len, path))
+    }
+
+    fn from_backing(backing: Backing, len: usize, path: &Path) -> BlockSource {
+        BlockSource {
+            backing,
+            len,
+            nr_blocks: (len / BLOCK_SIZE) as u64,
+            path: path.to_path_buf(),
+        }
+    }
+
+    fn gunzip(compressed: &[u8], path: &Path) -> Result<BlockSource> {
+        // The gzip trailer holds the uncompressed size modulo 2^32: a good
+        // first guess, grown if the stream turns out longer.
+        let n = compressed.len();
+        let hint = if n >= 4 {
+            u32::from_le_bytes(compressed[n - 4..].try_into().unwrap()) as usize
+        } else {
+            0
+        };
+        let mut capacity = hint.max(BLOCK_SIZE).next_multiple_of(BLOCK_SIZE);
+        let mut out = MmapMut::map_anon(capacity)?;
+        let mut len = 0;
+        let mut decoder = flate2::read::MultiGzDecoder::new(compressed);
+        loop {
+            if len == capacity {
+                capacity *= 2;
+                let mut bigger = MmapMut::map_anon(capacity)?;
+                bigger[..len].copy_from_slice(&out[..len]);
+                out = bigger;
+            }
+            let got = decoder
+                .read(&mut out[len..capacity])
+                .with_context(|| format!("'{}': corrupt gzip stream", path.display()))?;
+            if got == 0 {
+                break;
+            }
+            len += got;
+        }
+        Ok(Self::from_backing(Backing::Anon(out), len, path))
+    }
+
+    /// Wraps bytes already in memory (tests, unpacked images).
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<BlockSource> {
+        if bytes.is_empty() {
+            return Ok(Self::from_backing(Backing::Empty, 0, path));
+        }
+        let mut out = MmapMut::map_anon(bytes.len())?;
+        out.copy_from_slice(bytes);
+        Ok(Self::from_backing(Backing::Anon(out), bytes.len(), path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn nr_blocks(&self) -> u64 {
+        self.nr_blocks
+    }
+
+    /// Size of the input in bytes (after decompression).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match &self.backing {
+            Backing::File(m) => &m[..],
+            Backing::Anon(m) => &m[..self.len],
+            Backing::Empty => &[],
+        }
+    }
+
+    /// The raw bytes of block `b`, unchecked.
+    #[inline]
+    pub fn block(&self, b: u64) -> Result<&[u8], BlockError> {
+        if b >= self.nr_blocks {
+            return Err(BlockError::OutOfBounds {
+                block: b,
+                nr_blocks: self.nr_blocks,
+            });
+        }
+        let start = b as usize * BLOCK_SIZE;
+        Ok(&self.bytes()[start..start + BLOCK_SIZE])
+    }
+
+    /// Block `b`, verified to carry the checksum of `kind` and to record
+    /// its own location.
+    #[inline]
+    pub fn checked(&self, b: u64, kind: BlockKind) -> Result<&[u8], BlockError> {
+        let data = self.block(b)?;
+        if !checksum::matches(data, kind) {
+            return Err(match checksum::kind_of(data) {
+                Some(found) => BlockError::WrongKind {
+                    block: b,
+                    wanted: kind,
+                    found,
+                },
+                None => BlockError::Checksum {
+                    block: b,
+                    wanted: kind,
+                },
+            });
+        }
+        let recorded = le_u64(data, kind.blocknr_offset());
+        if recorded != b {
+            return Err(BlockError::BlockNr {
+                block: b,
+                kind,
+                recorded,
+            });
+        }
+        Ok(data)
+    }
+
+    /// Asks the kernel to read ahead the whole mapping (cold caches).
+    pub fn advise_sequential(&self) {
+        if let Backing::File(m) = &self.backing {
+            let _ = m.advise(memmap2::Advice::WillNeed);
+        }
+    }
+}
+
+fn block_device_size(file: &File) -> Result<u64> {
+    use std::os::unix::io::AsRawFd;
+    let mut size: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer.
+    let r = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64 as _, &mut size as *mut u64) };
+    if r != 0 {
+        bail!(std::io::Error::last_os_error());
+    }
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sealed_node(b: u64) -> Vec<u8> {
+        let mut block = vec![0u8; BLOCK_SIZE];
+        block[8..16].copy_from_slice(&b.to_le_bytes());
+        checksum::seal(&mut block, BlockKind::BtreeNode);
+        block
+    }
+
+    #[test]
+    fn checked_reads_name_the_block() {
+        let mut image = vec![0u8; BLOCK_SIZE * 3];
+        image[BLOCK_SIZE..2 * BLOCK_SIZE].copy_from_slice(&sealed_node(1));
+        image[2 * BLOCK_SIZE..].copy_from_slice(&sealed_node(7));
+        let src = BlockSource::from_bytes(&image, Path::new("mem")).unwrap();
+        assert!(src.checked(1, BlockKind::BtreeNode).is_ok());
+        assert_eq!(
+            src.checked(1, BlockKind::Bitmap).unwrap_err(),
+            BlockError::WrongKind {
+                block: 1,
+                wanted: BlockKind::Bitmap,
+                found: BlockKind::BtreeNode
+            }
+        );
+        assert_eq!(
+            src.checked(0, BlockKind::BtreeNode).unwrap_err(),
+            BlockError::Checksum {
+                block: 0,
+                wanted: BlockKind::BtreeNode
+            }
+        );
+        assert_eq!(
+            src.checked(2, BlockKind::BtreeNode).unwrap_err(),
+            BlockError::BlockNr {
+                block: 2,
+                kind: BlockKind::BtreeNode,
+                recorded: 7
+            }
+        );
+        assert_eq!(
+            src.checked(3, BlockKind::BtreeNode).unwrap_err(),
+            BlockError::OutOfBounds {
+                block: 3,
+                nr_blocks: 3
+            }
+        );
+    }
+
+    #[test]
+    fn gzip_input_is_decompressed() {
+        use std::io::Write;
+        let mut image = vec![0u8; BLOCK_SIZE * 2];
+        image[BLOCK_SIZE..].copy_from_slice(&sealed_node(1));
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&image).unwrap();
+        let gz = enc.finish().unwrap();
+        let dir = std::env::temp_dir().join(format!("dmpd-src-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("img.gz");
+        std::fs::write(&path, gz).unwrap();
+        let src = BlockSource::open(&path, OpenOptions::default()).unwrap();
+        assert_eq!(src.nr_blocks(), 2);
+        assert!(src.checked(1, BlockKind::BtreeNode).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,4 @@
+fn main() {
+    let code = dmpd::commands::main_with_args(std::env::args_os().collect());
+    std::process::exit(code);
+}

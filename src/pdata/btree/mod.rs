@@ -1,0 +1,6 @@
+//! Btrees as the kernel's persistent-data library lays them out.
+
+pub mod node;
+pub mod walk;
+
+pub use node::{NodeError, NodeKind, NodeView};

@@ -1,0 +1,1 @@
+//! Walking btrees (filled in below).

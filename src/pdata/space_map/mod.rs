@@ -1,0 +1,7 @@
+//! Space maps: a reference count per block, two bits each in bitmap
+//! blocks, with counts of three or more kept in a ref-count btree.
+
+pub mod bitmap;
+pub mod root;
+
+pub use root::SpaceMapRoot;

@@ -1,0 +1,1 @@
+//! thin_check's engine (filled in below).

@@ -1,0 +1,7 @@
+//! Thin-provisioning metadata: superblock, device details, the two-level
+//! mapping tree, and the tools' work on them.
+
+pub mod block_time;
+pub mod check;
+pub mod device_details;
+pub mod superblock;
