@@ -128,6 +128,12 @@ impl BlockSource {
         Ok(Self::from_backing(Backing::Anon(out), bytes.len(), path))
     }
 
+    /// True when the blocks are a decompressed copy, not the file itself
+    /// (so writing back to the file is impossible).
+    pub fn is_decompressed(&self) -> bool {
+        matches!(self.backing, Backing::Anon(_))
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -179,6 +179,40 @@ impl Superblock {
     }
 }
 
+/// Clears the needs_check flag of the superblock at block 0 of `path` in
+/// place: only the flags field and the checksum change, then the write is
+/// flushed. Returns false (and writes nothing) if the flag was clear.
+pub fn clear_needs_check(path: &std::path::Path) -> anyhow::Result<bool> {
+    use anyhow::Context;
+    use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+
+    let is_block_device = std::fs::metadata(path)?.file_type().is_block_device();
+    let mut open = std::fs::OpenOptions::new();
+    open.read(true).write(true);
+    if is_block_device {
+        open.custom_flags(libc::O_EXCL);
+    }
+    let file = open
+        .open(path)
+        .with_context(|| format!("cannot open '{}' to clear the needs_check flag", path.display()))?;
+    let mut block = vec![0u8; BLOCK_SIZE];
+    file.read_exact_at(&mut block, 0)
+        .with_context(|| format!("cannot read the superblock of '{}'", path.display()))?;
+    if !checksum::matches(&block, BlockKind::ThinSuperblock) {
+        anyhow::bail!("bad checksum in superblock of '{}'; not clearing needs_check", path.display());
+    }
+    let flags = le_u32(&block, FLAGS_OFFSET);
+    if flags & NEEDS_CHECK == 0 {
+        return Ok(false);
+    }
+    block[FLAGS_OFFSET..FLAGS_OFFSET + 4].copy_from_slice(&(flags & !NEEDS_CHECK).to_le_bytes());
+    checksum::seal(&mut block, BlockKind::ThinSuperblock);
+    file.write_all_at(&block, 0)
+        .and_then(|_| file.sync_data())
+        .with_context(|| format!("cannot write the superblock of '{}'", path.display()))?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

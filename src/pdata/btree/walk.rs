@@ -1,1 +1,437 @@
-//! Walking btrees (filled in below).
+//! A parallel btree walker for checking.
+//!
+//! Many trees share nodes (snapshots share whole subtrees), so the walker
+//! keeps one set of visited nodes for all the trees it walks: a node is
+//! validated, and its leaf entries handed to the visitor, once, however many
+//! parents point at it. Every pointer, on the other hand, is one reference:
+//! the computed reference count of a node is the number of its parents,
+//! which is what the space map must store.
+//!
+//! Damage is recorded per node and the walk goes on with the rest of the
+//! tree: a bad node loses only the key range below it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::io::checksum::{self, BlockKind};
+use crate::io::{BlockError, BlockSource};
+use crate::pdata::btree::node::{NodeError, NodeKind, NodeView};
+use crate::pdata::refcount::RefCounter;
+
+/// Keys a node is allowed to hold: [lo, hi). `None` is unbounded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyRange {
+    pub lo: Option<u64>,
+    pub hi: Option<u64>,
+}
+
+impl KeyRange {
+    pub const ALL: KeyRange = KeyRange { lo: None, hi: None };
+
+    pub fn contains(&self, k: u64) -> bool {
+        self.lo.is_none_or(|lo| k >= lo) && self.hi.is_none_or(|hi| k < hi)
+    }
+}
+
+impl std::fmt::Display for KeyRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[")?;
+        if let Some(lo) = self.lo {
+            write!(f, "{lo}")?;
+        }
+        write!(f, "..")?;
+        if let Some(hi) = self.hi {
+            write!(f, "{hi}")?;
+        }
+        write!(f, "]")
+    }
+}
+
+/// Why a node (or a pointer to it) is unusable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Damage {
+    Block(BlockError),
+    Node(NodeError),
+    /// The node's keys fall outside what its parent's keys allow.
+    KeysOutOfRange { first: u64, last: u64 },
+    /// An internal node's children are not all at the same height.
+    UnevenDepth,
+    /// The node is sound but some of its values are not.
+    BadValues(String),
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Damage::Block(e) => write!(f, "{}", e.reason()),
+            Damage::Node(e) => write!(f, "{e}"),
+            Damage::KeysOutOfRange { first, last } => {
+                write!(f, "keys {first}..{last} outside the range the parent allows")
+            }
+            Damage::UnevenDepth => write!(f, "btree nodes are not all at the same depth"),
+            Damage::BadValues(what) => write!(f, "value error: {what}"),
+        }
+    }
+}
+
+/// One damaged node or pointer, with where it was found.
+#[derive(Clone, Debug)]
+pub struct NodeDamage {
+    /// The tree being walked ("device details tree", "device 3", ...).
+    pub tree: String,
+    /// Block numbers from the tree's root to the damaged node.
+    pub path: Vec<u64>,
+    /// Keys that the damage makes unreadable.
+    pub keys: KeyRange,
+    pub damage: Damage,
+}
+
+impl NodeDamage {
+    pub fn block(&self) -> u64 {
+        *self.path.last().unwrap_or(&0)
+    }
+}
+
+/// What a tree's leaves hold, and what to do with them.
+pub trait LeafVisitor: Sync {
+    /// Called once per distinct, valid leaf. `tree` names the first tree
+    /// that reached it. Returns damage found in the values, if any.
+    fn visit(&self, tree: &str, block: u64, leaf: NodeView<'_>) -> Option<Damage>;
+}
+
+/// A set of blocks threads may add to concurrently.
+pub struct AtomicBitSet {
+    words: Vec<AtomicU64>,
+}
+
+impl AtomicBitSet {
+    pub fn new(nr_bits: u64) -> AtomicBitSet {
+        AtomicBitSet {
+            words: (0..nr_bits.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Adds `b`; true if it was not there before.
+    #[inline]
+    pub fn insert(&self, b: u64) -> bool {
+        let mask = 1u64 << (b % 64);
+        self.words[(b / 64) as usize].fetch_or(mask, Ordering::Relaxed) & mask == 0
+    }
+
+    #[inline]
+    pub fn contains(&self, b: u64) -> bool {
+        self.words[(b / 64) as usize].load(Ordering::Relaxed) & (1u64 << (b % 64)) != 0
+    }
+}
+
+/// Summary of a subtree, for comparing with what other structures claim.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubtreeSummary {
+    /// Entries in the valid leaves.
+    pub entries: u64,
+    /// Damaged nodes (or pointers) below, counted once per path.
+    pub damaged: u64,
+    /// Levels below the root, 0 for a leaf; None when unknown (damaged).
+    pub height: Option<u32>,
+}
+
+pub struct Walker<'a> {
+    src: &'a BlockSource,
+    visited: AtomicBitSet,
+    metadata_refs: &'a RefCounter,
+    strict: bool,
+    damaged: Mutex<HashMap<u64, Damage>>,
+    findings: Mutex<Vec<NodeDamage>>,
+    nodes_visited: AtomicU64,
+}
+
+impl<'a> Walker<'a> {
+    /// `metadata_refs` receives one reference per pointer followed.
+    /// `strict` adds the checks `--ignore-non-fatal-errors` relaxes.
+    pub fn new(src: &'a BlockSource, metadata_refs: &'a RefCounter, strict: bool) -> Walker<'a> {
+        Walker {
+            src,
+            visited: AtomicBitSet::new(src.nr_blocks().max(metadata_refs.nr_blocks())),
+            metadata_refs,
+            strict,
+            damaged: Mutex::new(HashMap::new()),
+            findings: Mutex::new(Vec::new()),
+            nodes_visited: AtomicU64::new(0),
+        }
+    }
+
+    pub fn nodes_visited(&self) -> u64 {
+        self.nodes_visited.load(Ordering::Relaxed)
+    }
+
+    /// Damage recorded so far, in a stable order, and cleared.
+    pub fn take_findings(&self) -> Vec<NodeDamage> {
+        let mut v = std::mem::take(&mut *self.findings.lock().unwrap());
+        v.sort_by(|a, b| a.tree.cmp(&b.tree).then(a.path.cmp(&b.path)));
+        v
+    }
+
+    /// Records one reference to `block` that is not a btree node (bitmap,
+    /// index block, superblock).
+    pub fn count_reference(&self, block: u64) -> bool {
+        if block < self.metadata_refs.nr_blocks() {
+            self.metadata_refs.inc(block);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Walks the tree at `root` (reached through `path`), visiting each
+    /// node not yet visited by this walker.
+    pub fn walk<V: LeafVisitor>(
+        &self,
+        tree: &str,
+        root: u64,
+        path: &[u64],
+        value_size: u32,
+        visitor: &V,
+    ) {
+        rayon::scope(|s| {
+            self.arrive(s, tree, root, path, KeyRange::ALL, value_size, visitor);
+        });
+    }
+
+    /// Walks many trees in parallel, e.g. every device's mapping tree.
+    pub fn walk_many<V: LeafVisitor>(&self, trees: &[(String, u64, Vec<u64>)], value_size: u32, visitor: &V) {
+        rayon::scope(|s| {
+            for (tree, root, path) in trees {
+                s.spawn(move |s| {
+                    self.arrive(s, tree, *root, path, KeyRange::ALL, value_size, visitor);
+                });
+            }
+        });
+    }
+
+    fn record(&self, tree: &str, path: Vec<u64>, keys: KeyRange, damage: Damage) {
+        self.findings.lock().unwrap().push(NodeDamage {
+            tree: tree.to_string(),
+            path,
+            keys,
+            damage,
+        });
+    }
+
+    /// One pointer to `block` has been followed.
+    #[allow(clippy::too_many_arguments)]
+    fn arrive<'s, V: LeafVisitor>(
+        &'s self,
+        scope: &rayon::Scope<'s>,
+        tree: &'s str,
+        block: u64,
+        parent_path: &[u64],
+        keys: KeyRange,
+        value_size: u32,
+        visitor: &'s V,
+    ) {
+        let mut path = Vec::with_capacity(parent_path.len() + 1);
+        path.extend_from_slice(parent_path);
+        path.push(block);
+
+        if block >= self.metadata_refs.nr_blocks() || block >= self.src.nr_blocks() {
+            let e = BlockError::OutOfBounds {
+                block,
+                nr_blocks: self.src.nr_blocks().min(self.metadata_refs.nr_blocks()),
+            };
+            self.record(tree, path, keys, Damage::Block(e));
+            return;
+        }
+        self.metadata_refs.inc(block);
+
+        if self.visited.insert(block) {
+            self.nodes_visited.fetch_add(1, Ordering::Relaxed);
+            match self.first_visit(block, value_size) {
+                Err(damage) => {
+                    self.damaged.lock().unwrap().insert(block, damage.clone());
+                    self.record(tree, path, keys, damage);
+                    return;
+                }
+                Ok((node, NodeKind::Leaf)) => {
+                    if let Some(damage) = visitor.visit(tree, block, node) {
+                        self.record(tree, path.clone(), keys, damage);
+                    }
+                }
+                Ok((node, NodeKind::Internal)) => {
+                    self.descend(scope, tree, node, &path, keys, value_size, visitor);
+                }
+            }
+        }
+        // Every parent constrains the keys; check them for each pointer.
+        self.check_key_range(tree, block, path, keys);
+    }
+
+    fn first_visit(&self, block: u64, value_size: u32) -> Result<(NodeView<'a>, NodeKind), Damage> {
+        let data = self
+            .src
+            .checked(block, BlockKind::BtreeNode)
+            .map_err(Damage::Block)?;
+        let node = NodeView::new(data);
+        let kind = node
+            .validate(value_size, self.strict)
+            .map_err(Damage::Node)?;
+        Ok((node, kind))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn descend<'s, V: LeafVisitor>(
+        &'s self,
+        scope: &rayon::Scope<'s>,
+        tree: &'s str,
+        node: NodeView<'a>,
+        path: &[u64],
+        keys: KeyRange,
+        value_size: u32,
+        visitor: &'s V,
+    ) {
+        let n = node.nr_entries();
+        for i in 0..n {
+            let child = node.value_u64(i);
+            let child_keys = KeyRange {
+                lo: Some(node.key(i)),
+                hi: if i + 1 < n { Some(node.key(i + 1)) } else { keys.hi },
+            };
+            // Leaves are cheap: visit them on this thread. Internal
+            // children become tasks of their own.
+            let is_internal = self
+                .src
+                .block(child)
+                .map(|b| NodeView::new(b).kind() == Some(NodeKind::Internal))
+                .unwrap_or(false);
+            if is_internal {
+                let path = path.to_vec();
+                scope.spawn(move |s| {
+                    self.arrive(s, tree, child, &path, child_keys, value_size, visitor);
+                });
+            } else {
+                self.arrive(scope, tree, child, path, child_keys, value_size, visitor);
+            }
+        }
+    }
+
+    fn check_key_range(&self, tree: &str, block: u64, path: Vec<u64>, keys: KeyRange) {
+        if keys == KeyRange::ALL {
+            return;
+        }
+        let Ok(data) = self.src.block(block) else { return };
+        if !checksum::matches(data, BlockKind::BtreeNode) {
+            return;
+        }
+        let Some((first, last)) = NodeView::new(data).key_bounds_unchecked() else {
+            return;
+        };
+        if !keys.contains(first) || !keys.contains(last) {
+            self.record(tree, path, keys, Damage::KeysOutOfRange { first, last });
+        }
+    }
+
+    /// Whether `block` was found damaged during the walk.
+    pub fn is_damaged(&self, block: u64) -> bool {
+        self.damaged.lock().unwrap().contains_key(&block)
+    }
+
+    /// Entry counts and heights of the tree at `root`, computed from the
+    /// nodes the walk validated. `memo` carries internal-node summaries
+    /// between trees that share subtrees. Uneven depth is recorded as
+    /// damage of the internal node concerned.
+    pub fn summarise(
+        &self,
+        tree: &str,
+        root: u64,
+        memo: &mut HashMap<u64, SubtreeSummary>,
+    ) -> SubtreeSummary {
+        let damaged = self.damaged.lock().unwrap();
+        self.summarise_node(tree, root, &damaged, memo)
+    }
+
+    fn summarise_node(
+        &self,
+        tree: &str,
+        block: u64,
+        damaged: &HashMap<u64, Damage>,
+        memo: &mut HashMap<u64, SubtreeSummary>,
+    ) -> SubtreeSummary {
+        let unusable = SubtreeSummary {
+            entries: 0,
+            damaged: 1,
+            height: None,
+        };
+        if damaged.contains_key(&block) || !self.visited.contains(block) {
+            return unusable;
+        }
+        let Ok(data) = self.src.block(block) else { return unusable };
+        let node = NodeView::new(data);
+        if node.is_leaf() {
+            return SubtreeSummary {
+                entries: node.nr_entries() as u64,
+                damaged: 0,
+                height: Some(0),
+            };
+        }
+        if let Some(s) = memo.get(&block) {
+            return *s;
+        }
+        let mut sum = SubtreeSummary::default();
+        let mut heights = Vec::new();
+        for i in 0..node.nr_entries() {
+            let child = self.summarise_node(tree, node.value_u64(i), damaged, memo);
+            sum.entries += child.entries;
+            sum.damaged += child.damaged;
+            if let Some(h) = child.height {
+                heights.push(h);
+            }
+        }
+        heights.sort_unstable();
+        heights.dedup();
+        sum.height = match heights.as_slice() {
+            [h] => Some(h + 1),
+            [] => None,
+            _ => {
+                sum.damaged += 1;
+                self.record(tree, vec![block], KeyRange::ALL, Damage::UnevenDepth);
+                None
+            }
+        };
+        memo.insert(block, sum);
+        sum
+    }
+}
+
+/// The entries of a tree in key order, reading only nodes that validate
+/// and skipping damaged subtrees (the walk reports those). Counts nothing:
+/// for views of trees the walker has already checked.
+pub fn read_entries<'a>(
+    src: &'a BlockSource,
+    root: u64,
+    value_size: u32,
+) -> Vec<(u64, &'a [u8])> {
+    let mut out = Vec::new();
+    let mut stack = vec![(root, 0u32)];
+    while let Some((block, depth)) = stack.pop() {
+        // Depth bounds a cycle of internal nodes.
+        if depth > 64 {
+            continue;
+        }
+        let Ok(data) = src.checked(block, BlockKind::BtreeNode) else {
+            continue;
+        };
+        let node = NodeView::new(data);
+        match node.validate(value_size, false) {
+            Ok(NodeKind::Leaf) => {
+                out.extend((0..node.nr_entries()).map(|i| (node.key(i), node.value(i))));
+            }
+            Ok(NodeKind::Internal) => {
+                for i in (0..node.nr_entries()).rev() {
+                    stack.push((node.value_u64(i), depth + 1));
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    out
+}

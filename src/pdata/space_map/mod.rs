@@ -2,6 +2,8 @@
 //! blocks, with counts of three or more kept in a ref-count btree.
 
 pub mod bitmap;
+pub mod disk;
+pub mod reconcile;
 pub mod root;
 
 pub use root::SpaceMapRoot;
