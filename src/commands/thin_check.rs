@@ -83,7 +83,8 @@ pub fn run(args: Vec<OsString>) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let quiet = cli.quiet;
+    // In JSON mode the final error is part of the document.
+    let quiet = cli.quiet || cli.format == Format::Json;
     super::finish(run_cli(cli), quiet)
 }
 
@@ -117,7 +118,10 @@ fn run_cli(cli: Cli) -> Result<()> {
     let mut cleared = false;
     if verdict.is_ok()
         && (cli.clear_needs_check_flag || cli.auto_repair)
-        && result.superblock.as_ref().is_some_and(|sb| sb.needs_check())
+        && result
+            .superblock
+            .as_ref()
+            .is_some_and(|sb| sb.needs_check())
     {
         if src.is_decompressed() {
             bail!("cannot clear the needs_check flag of a compressed image");
@@ -173,7 +177,9 @@ fn print_json(r: &CheckResult, verdict: &Result<()>, cleared: bool) {
         let msg = format!("{e:#}").replace('\\', "\\\\").replace('"', "\\\"");
         s.push_str(&format!(",\"error\":\"{msg}\""));
     }
-    s.push_str(&format!(",\"needs_check_cleared\":{cleared},\"findings\":["));
+    s.push_str(&format!(
+        ",\"needs_check_cleared\":{cleared},\"findings\":["
+    ));
     let items: Vec<String> = r.findings.iter().map(|f| f.to_json()).collect();
     s.push_str(&items.join(","));
     s.push_str("]}");

@@ -43,9 +43,13 @@ impl BlockError {
             BlockError::Checksum { .. } => "checksum error".to_string(),
             BlockError::WrongKind { wanted, found, .. } => {
                 if *wanted == BlockKind::BtreeNode {
-                    format!("not a btree node (it is a {})", found.name())
+                    format!("not a btree node (its checksum is a {}'s)", found.name())
                 } else {
-                    format!("not a {} (it is a {})", wanted.name(), found.name())
+                    format!(
+                        "not a {} (its checksum is a {}'s)",
+                        wanted.name(),
+                        found.name()
+                    )
                 }
             }
             BlockError::BlockNr { recorded, .. } => {

@@ -192,14 +192,20 @@ pub fn clear_needs_check(path: &std::path::Path) -> anyhow::Result<bool> {
     if is_block_device {
         open.custom_flags(libc::O_EXCL);
     }
-    let file = open
-        .open(path)
-        .with_context(|| format!("cannot open '{}' to clear the needs_check flag", path.display()))?;
+    let file = open.open(path).with_context(|| {
+        format!(
+            "cannot open '{}' to clear the needs_check flag",
+            path.display()
+        )
+    })?;
     let mut block = vec![0u8; BLOCK_SIZE];
     file.read_exact_at(&mut block, 0)
         .with_context(|| format!("cannot read the superblock of '{}'", path.display()))?;
     if !checksum::matches(&block, BlockKind::ThinSuperblock) {
-        anyhow::bail!("bad checksum in superblock of '{}'; not clearing needs_check", path.display());
+        anyhow::bail!(
+            "bad checksum in superblock of '{}'; not clearing needs_check",
+            path.display()
+        );
     }
     let flags = le_u32(&block, FLAGS_OFFSET);
     if flags & NEEDS_CHECK == 0 {

@@ -149,7 +149,7 @@ impl<'a> NodeView<'a> {
         if max as u64 > room {
             return Err(NodeError::MaxEntriesTooLarge(max));
         }
-        if strict && max % 3 != 0 {
+        if strict && !max.is_multiple_of(3) {
             return Err(NodeError::MaxEntriesNotDivisibleBy3(max));
         }
         let nr = self.nr_entries();

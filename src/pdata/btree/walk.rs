@@ -54,7 +54,10 @@ pub enum Damage {
     Block(BlockError),
     Node(NodeError),
     /// The node's keys fall outside what its parent's keys allow.
-    KeysOutOfRange { first: u64, last: u64 },
+    KeysOutOfRange {
+        first: u64,
+        last: u64,
+    },
     /// An internal node's children are not all at the same height.
     UnevenDepth,
     /// The node is sound but some of its values are not.
@@ -67,7 +70,10 @@ impl std::fmt::Display for Damage {
             Damage::Block(e) => write!(f, "{}", e.reason()),
             Damage::Node(e) => write!(f, "{e}"),
             Damage::KeysOutOfRange { first, last } => {
-                write!(f, "keys {first}..{last} outside the range the parent allows")
+                write!(
+                    f,
+                    "keys {first}..{last} outside the range the parent allows"
+                )
             }
             Damage::UnevenDepth => write!(f, "btree nodes are not all at the same depth"),
             Damage::BadValues(what) => write!(f, "value error: {what}"),
@@ -108,7 +114,9 @@ pub struct AtomicBitSet {
 impl AtomicBitSet {
     pub fn new(nr_bits: u64) -> AtomicBitSet {
         AtomicBitSet {
-            words: (0..nr_bits.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            words: (0..nr_bits.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         }
     }
 
@@ -119,9 +127,12 @@ impl AtomicBitSet {
         self.words[(b / 64) as usize].fetch_or(mask, Ordering::Relaxed) & mask == 0
     }
 
+    /// Blocks beyond the set's size are never in it.
     #[inline]
     pub fn contains(&self, b: u64) -> bool {
-        self.words[(b / 64) as usize].load(Ordering::Relaxed) & (1u64 << (b % 64)) != 0
+        self.words
+            .get((b / 64) as usize)
+            .is_some_and(|w| w.load(Ordering::Relaxed) & (1u64 << (b % 64)) != 0)
     }
 }
 
@@ -199,7 +210,12 @@ impl<'a> Walker<'a> {
     }
 
     /// Walks many trees in parallel, e.g. every device's mapping tree.
-    pub fn walk_many<V: LeafVisitor>(&self, trees: &[(String, u64, Vec<u64>)], value_size: u32, visitor: &V) {
+    pub fn walk_many<V: LeafVisitor>(
+        &self,
+        trees: &[(String, u64, Vec<u64>)],
+        value_size: u32,
+        visitor: &V,
+    ) {
         rayon::scope(|s| {
             for (tree, root, path) in trees {
                 s.spawn(move |s| {
@@ -294,7 +310,11 @@ impl<'a> Walker<'a> {
             let child = node.value_u64(i);
             let child_keys = KeyRange {
                 lo: Some(node.key(i)),
-                hi: if i + 1 < n { Some(node.key(i + 1)) } else { keys.hi },
+                hi: if i + 1 < n {
+                    Some(node.key(i + 1))
+                } else {
+                    keys.hi
+                },
             };
             // Leaves are cheap: visit them on this thread. Internal
             // children become tasks of their own.
@@ -318,7 +338,9 @@ impl<'a> Walker<'a> {
         if keys == KeyRange::ALL {
             return;
         }
-        let Ok(data) = self.src.block(block) else { return };
+        let Ok(data) = self.src.block(block) else {
+            return;
+        };
         if !checksum::matches(data, BlockKind::BtreeNode) {
             return;
         }
@@ -364,7 +386,9 @@ impl<'a> Walker<'a> {
         if damaged.contains_key(&block) || !self.visited.contains(block) {
             return unusable;
         }
-        let Ok(data) = self.src.block(block) else { return unusable };
+        let Ok(data) = self.src.block(block) else {
+            return unusable;
+        };
         let node = NodeView::new(data);
         if node.is_leaf() {
             return SubtreeSummary {
@@ -405,11 +429,7 @@ impl<'a> Walker<'a> {
 /// The entries of a tree in key order, reading only nodes that validate
 /// and skipping damaged subtrees (the walk reports those). Counts nothing:
 /// for views of trees the walker has already checked.
-pub fn read_entries<'a>(
-    src: &'a BlockSource,
-    root: u64,
-    value_size: u32,
-) -> Vec<(u64, &'a [u8])> {
+pub fn read_entries(src: &BlockSource, root: u64, value_size: u32) -> Vec<(u64, &[u8])> {
     let mut out = Vec::new();
     let mut stack = vec![(root, 0u32)];
     while let Some((block, depth)) = stack.pop() {

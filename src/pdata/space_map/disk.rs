@@ -96,7 +96,13 @@ impl<const N: usize> LeafVisitor for Collect<N> {
 fn read_ref_counts(walker: &Walker, which: Which, root: &SpaceMapRoot) -> HashMap<u64, u32> {
     let counts = Collect::<4>::new();
     let tree = format!("{} space map ref-count tree", which.name());
-    walker.walk(&tree, root.ref_count_root, &[], REF_COUNT_VALUE_SIZE, &counts);
+    walker.walk(
+        &tree,
+        root.ref_count_root,
+        &[],
+        REF_COUNT_VALUE_SIZE,
+        &counts,
+    );
     counts
         .into_sorted()
         .into_iter()

@@ -25,7 +25,10 @@ pub enum Discrepancy {
 
 impl Discrepancy {
     pub fn is_fatal(self) -> bool {
-        matches!(self, Discrepancy::UnderCounted | Discrepancy::FreeButReferenced)
+        matches!(
+            self,
+            Discrepancy::UnderCounted | Discrepancy::FreeButReferenced
+        )
     }
 
     pub fn describe(self) -> &'static str {
@@ -181,7 +184,11 @@ fn check_bitmap(
     for w in 0..count.div_ceil(32) as usize {
         let base = first + w as u64 * 32;
         let in_word = (count - w as u64 * 32).min(32);
-        let valid = if in_word == 32 { u64::MAX } else { (1u64 << (2 * in_word)) - 1 };
+        let valid = if in_word == 32 {
+            u64::MAX
+        } else {
+            (1u64 << (2 * in_word)) - 1
+        };
         let stored = natural(bitmap::word(bitmap, w)) & valid;
         let ours = computed.word((base / 32) as usize) & valid;
         let nz = nonzero_mask(stored);
@@ -269,7 +276,10 @@ mod tests {
         assert_eq!(Discrepancy::classify(1, 0), Some(Discrepancy::Leaked));
         assert_eq!(Discrepancy::classify(2, 1), Some(Discrepancy::OverCounted));
         assert_eq!(Discrepancy::classify(1, 2), Some(Discrepancy::UnderCounted));
-        assert_eq!(Discrepancy::classify(0, 1), Some(Discrepancy::FreeButReferenced));
+        assert_eq!(
+            Discrepancy::classify(0, 1),
+            Some(Discrepancy::FreeButReferenced)
+        );
     }
 
     #[test]

@@ -83,7 +83,14 @@ impl Finding {
     pub fn to_json(&self) -> String {
         let mut s = String::from("{");
         s.push_str("\"severity\":");
-        json_str(&mut s, if self.is_fatal() { "fatal" } else { "non-fatal" });
+        json_str(
+            &mut s,
+            if self.is_fatal() {
+                "fatal"
+            } else {
+                "non-fatal"
+            },
+        );
         s.push_str(",\"kind\":");
         json_str(&mut s, self.kind);
         s.push_str(",\"message\":");

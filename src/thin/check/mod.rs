@@ -134,9 +134,7 @@ impl<'a> Checker<'a> {
             match &snap {
                 None => return self.abort("no current metadata snap".into()),
                 Some(Err(e)) => {
-                    return self.abort(format!(
-                        "metadata snap: bad checksum in superblock ({e})"
-                    ))
+                    return self.abort(format!("metadata snap: bad checksum in superblock ({e})"))
                 }
                 Some(Ok(_)) => {}
             }
@@ -147,9 +145,12 @@ impl<'a> Checker<'a> {
             metadata_free_blocks: sb.metadata_sm_root.nr_free(),
         };
         self.result.facts = Some(facts);
-        self.rep.fact(&format!("TRANSACTION_ID={}", facts.transaction_id));
         self.rep
-            .fact(&format!("METADATA_FREE_BLOCKS={}", facts.metadata_free_blocks));
+            .fact(&format!("TRANSACTION_ID={}", facts.transaction_id));
+        self.rep.fact(&format!(
+            "METADATA_FREE_BLOCKS={}",
+            facts.metadata_free_blocks
+        ));
 
         self.check_superblock_fields(&sb);
         if self.opts.super_block_only || self.result.has_fatal() {
@@ -187,7 +188,11 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn check_trees(&mut self, sb: &Superblock, snap: Option<Result<Superblock, crate::io::BlockError>>) {
+    fn check_trees(
+        &mut self,
+        sb: &Superblock,
+        snap: Option<Result<Superblock, crate::io::BlockError>>,
+    ) {
         let src = self.src;
         let opts = self.opts;
         let sm_blocks = sb.metadata_sm_root.nr_blocks.min(MAX_METADATA_BLOCKS);
@@ -199,8 +204,20 @@ impl<'a> Checker<'a> {
         let top_level = TopLevelVisitor::default();
         let mut live: Option<(BTreeMap<u64, u64>, BTreeMap<u64, DeviceDetails>)> = None;
         if !opts.metadata_snap {
-            walker.walk("device details tree", sb.details_root, &[], DEVICE_DETAILS_SIZE, &NoValues);
-            walker.walk("mapping top-level", sb.mapping_root, &[], TOP_LEVEL_VALUE_SIZE, &top_level);
+            walker.walk(
+                "device details tree",
+                sb.details_root,
+                &[],
+                DEVICE_DETAILS_SIZE,
+                &NoValues,
+            );
+            walker.walk(
+                "mapping top-level",
+                sb.mapping_root,
+                &[],
+                TOP_LEVEL_VALUE_SIZE,
+                &top_level,
+            );
             let damage = walker.take_findings();
             let fatal = !damage.is_empty();
             for d in damage {
@@ -224,11 +241,25 @@ impl<'a> Checker<'a> {
         let mut snap_view: Option<(BTreeMap<u64, u64>, BTreeMap<u64, DeviceDetails>)> = None;
         match snap {
             None => {}
-            Some(Err(e)) => snap_error = Some(format!("metadata snap: bad checksum in superblock ({e})")),
+            Some(Err(e)) => {
+                snap_error = Some(format!("metadata snap: bad checksum in superblock ({e})"))
+            }
             Some(Ok(snap_sb)) => {
                 walker.count_reference(sb.metadata_snap);
-                walker.walk("metadata snapshot device details tree", snap_sb.details_root, &[], DEVICE_DETAILS_SIZE, &NoValues);
-                walker.walk("metadata snapshot mapping top-level", snap_sb.mapping_root, &[], TOP_LEVEL_VALUE_SIZE, &top_level);
+                walker.walk(
+                    "metadata snapshot device details tree",
+                    snap_sb.details_root,
+                    &[],
+                    DEVICE_DETAILS_SIZE,
+                    &NoValues,
+                );
+                walker.walk(
+                    "metadata snapshot mapping top-level",
+                    snap_sb.mapping_root,
+                    &[],
+                    TOP_LEVEL_VALUE_SIZE,
+                    &top_level,
+                );
                 let damage = walker.take_findings();
                 if let Some(first) = damage.first() {
                     snap_error = Some(format!("metadata snap: {}", render_node_damage(first)));
@@ -242,7 +273,10 @@ impl<'a> Checker<'a> {
                         self.check_details(sb, &details, "metadata snapshot ");
                         snap_view = Some((roots, details));
                     } else {
-                        snap_error = Some("metadata snap: device ids in the details and mapping trees differ".into());
+                        snap_error = Some(
+                            "metadata snap: device ids in the details and mapping trees differ"
+                                .into(),
+                        );
                     }
                 }
             }
@@ -256,12 +290,22 @@ impl<'a> Checker<'a> {
         // Every device tree, walked once per pointer to it.
         let nr_data_blocks = sb.data_sm_root.nr_blocks;
         let data_refs = RefCounter::new(nr_data_blocks);
-        let pointers: Vec<SubtreePointer> = std::mem::take(&mut *top_level.pointers.lock().unwrap());
+        let pointers: Vec<SubtreePointer> =
+            std::mem::take(&mut *top_level.pointers.lock().unwrap());
+        // Name each pointer after the view it belongs to, for messages.
         let trees: Vec<(String, u64, Vec<u64>)> = pointers
             .iter()
-            .map(|p| (format!("device {}", p.device), p.root, vec![]))
+            .map(|p| {
+                let in_live = live
+                    .as_ref()
+                    .is_some_and(|(l, _)| l.get(&p.device) == Some(&p.root));
+                let prefix = if in_live { "" } else { "metadata snapshot " };
+                (format!("{prefix}device {}", p.device), p.root, vec![])
+            })
             .collect();
-        let progress = self.rep.start_progress("Checking mappings", trees.len() as u64);
+        let progress = self
+            .rep
+            .start_progress("Checking mappings", trees.len() as u64);
         let visitor = MappingVisitor {
             data_refs: &data_refs,
             nr_data_blocks,
@@ -274,7 +318,7 @@ impl<'a> Checker<'a> {
         let damage = walker.take_findings();
         let nr_damaged = damage.len();
         for d in &damage {
-            let device = d.tree.strip_prefix("device ").and_then(|s| s.parse().ok());
+            let device = device_of(&d.tree);
             self.report(node_finding(d, device));
         }
         if nr_damaged > 0 {
@@ -297,11 +341,17 @@ impl<'a> Checker<'a> {
                 .filter(|(id, root)| live.as_ref().is_none_or(|(l, _)| l.get(id) != Some(root)))
                 .map(|(id, root)| (*id, *root))
                 .collect();
-            mapping_failed |= self.check_counts(&walker, &exclusive, details, &mut memo, "metadata snapshot ");
+            mapping_failed |= self.check_counts(
+                &walker,
+                &exclusive,
+                details,
+                &mut memo,
+                "metadata snapshot ",
+            );
         }
         // Depth problems found while counting.
         for d in walker.take_findings() {
-            let device = d.tree.strip_prefix("device ").and_then(|s| s.parse().ok());
+            let device = device_of(&d.tree);
             self.report(node_finding(&d, device));
             mapping_failed = true;
         }
@@ -325,8 +375,16 @@ impl<'a> Checker<'a> {
         details: &BTreeMap<u64, DeviceDetails>,
         which: &str,
     ) -> bool {
-        let only_mapping: Vec<u64> = roots.keys().filter(|k| !details.contains_key(k)).copied().collect();
-        let only_details: Vec<u64> = details.keys().filter(|k| !roots.contains_key(k)).copied().collect();
+        let only_mapping: Vec<u64> = roots
+            .keys()
+            .filter(|k| !details.contains_key(k))
+            .copied()
+            .collect();
+        let only_details: Vec<u64> = details
+            .keys()
+            .filter(|k| !roots.contains_key(k))
+            .copied()
+            .collect();
         if only_mapping.is_empty() && only_details.is_empty() {
             return true;
         }
@@ -340,14 +398,22 @@ impl<'a> Checker<'a> {
         false
     }
 
-    fn check_details(&mut self, sb: &Superblock, details: &BTreeMap<u64, DeviceDetails>, which: &str) {
+    fn check_details(
+        &mut self,
+        sb: &Superblock,
+        details: &BTreeMap<u64, DeviceDetails>,
+        which: &str,
+    ) {
         for (id, d) in details {
             let loc = Location {
                 tree: Some(format!("{which}device details tree")),
                 device: Some(*id),
                 ..Default::default()
             };
-            for (what, t) in [("creation", d.creation_time), ("snapshot", d.snapshotted_time)] {
+            for (what, t) in [
+                ("creation", d.creation_time),
+                ("snapshot", d.snapshotted_time),
+            ] {
                 if t > sb.time {
                     self.report(
                         Finding::fatal(
@@ -396,13 +462,18 @@ impl<'a> Checker<'a> {
                 block: Some(*root),
                 ..Default::default()
             };
-            let message = if summary.height.is_none() && summary.entries == 0 && summary.damaged > 0 {
+            let message = if summary.height.is_none() && summary.entries == 0 && summary.damaged > 0
+            {
                 format!(
                     "{which}thin device {id} is missing its mapping root (block {root} is unusable); \
                      details expect {expected} mappings"
                 )
             } else if summary.damaged > 0 {
-                let errors = if summary.damaged > 255 { "255+".to_string() } else { summary.damaged.to_string() };
+                let errors = if summary.damaged > 255 {
+                    "255+".to_string()
+                } else {
+                    summary.damaged.to_string()
+                };
                 format!(
                     "{which}thin device {id} has {errors} damaged node(s): {} of {expected} expected mappings are missing",
                     expected.saturating_sub(summary.entries)
@@ -466,6 +537,12 @@ fn node_finding(d: &NodeDamage, device: Option<u64>) -> Finding {
         blocks: None,
         node_path: Some(node_path::encode(&d.path)),
     })
+}
+
+/// The device a tree name such as "metadata snapshot device 3" names.
+fn device_of(tree: &str) -> Option<u64> {
+    tree.rsplit_once("device ")
+        .and_then(|(_, id)| id.parse().ok())
 }
 
 /// The text form of a finding.

@@ -50,13 +50,15 @@ fn structure_ok(c: &mut Checker<'_>, sm: &StoredSpaceMap) -> bool {
     let name = sm.which.name();
     for p in &sm.problems {
         c.report(
-            Finding::fatal("space_map_structure", format!("{name} space map: {}", p.message)).at(
-                Location {
-                    tree: Some(format!("{name} space map")),
-                    block: p.block,
-                    ..Default::default()
-                },
-            ),
+            Finding::fatal(
+                "space_map_structure",
+                format!("{name} space map: {}", p.message),
+            )
+            .at(Location {
+                tree: Some(format!("{name} space map")),
+                block: p.block,
+                ..Default::default()
+            }),
         );
     }
     for d in &sm.tree_damage {
@@ -73,13 +75,15 @@ fn report_reconciliation(
     let name = sm.which.name();
     for p in &r.problems {
         c.report(
-            Finding::fatal("space_map_structure", format!("{name} space map: {}", p.message)).at(
-                Location {
-                    tree: Some(format!("{name} space map")),
-                    block: p.block,
-                    ..Default::default()
-                },
-            ),
+            Finding::fatal(
+                "space_map_structure",
+                format!("{name} space map: {}", p.message),
+            )
+            .at(Location {
+                tree: Some(format!("{name} space map")),
+                block: p.block,
+                ..Default::default()
+            }),
         );
     }
     let mut listed = 0;
@@ -93,7 +97,12 @@ fn report_reconciliation(
         let blocks = if run.end - run.begin == 1 {
             format!("block {}", run.begin)
         } else {
-            format!("blocks {}..{} ({} blocks)", run.begin, run.end - 1, run.end - run.begin)
+            format!(
+                "blocks {}..{} ({} blocks)",
+                run.begin,
+                run.end - 1,
+                run.end - run.begin
+            )
         };
         let message = format!(
             "{name} space map: {blocks} {}: stored count {}, computed {}",
