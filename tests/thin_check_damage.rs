@@ -294,3 +294,55 @@ fn random_corruption_never_panics() {
         "only {failures} of 120 corrupted images failed"
     );
 }
+
+#[test]
+fn child_keys_outside_the_parents_range() {
+    let s = Scratch::new("dmg-range");
+    let mut image = tmeta();
+    let (_, root) = image.device_roots()[0];
+    let node = dmpd::pdata::btree::node::NodeView::new(image.block(root));
+    assert!(!node.is_leaf() && node.nr_entries() > 2);
+    let child = node.value_u64(1);
+    let child_first = dmpd::pdata::btree::node::NodeView::new(image.block(child)).key(0);
+    let raised = child_first + 1;
+    assert!(raised < node.key(2));
+    image.block_mut(root)[32 + 8..32 + 16].copy_from_slice(&raised.to_le_bytes());
+    image.reseal_node(root);
+    let (exit, _, err) = check(&s, &image, &[]);
+    assert_eq!(exit, 64);
+    assert_has(&err, &format!("device 1: node error: keys {child_first}.."));
+    assert_has(&err, "outside the range the parent allows");
+    assert_has(&err, &format!("(block {child}, keys [{raised}.."));
+}
+
+#[test]
+fn override_roots() {
+    let s = Scratch::new("dmg-override");
+    let image = tmeta();
+    let sb = image.superblock();
+    let real = sb.mapping_root.to_string();
+    let (exit, _, err) = check(&s, &image, &["--override-mapping-root", &real]);
+    assert_eq!(exit, 0, "{err}");
+    let (exit, _, err) = check(&s, &image, &["--override-mapping-root", "0"]);
+    assert_eq!(exit, 64);
+    assert_has(
+        &err,
+        "mapping top-level: node error: not a btree node (its checksum is a thin superblock's) AA== (block 0, keys [..])",
+    );
+    let details = sb.details_root.to_string();
+    let (exit, _, err) = check(&s, &image, &["--override-details-root", &details]);
+    assert_eq!(exit, 0, "{err}");
+}
+
+#[test]
+fn skip_mappings_does_not_read_device_trees() {
+    let s = Scratch::new("dmg-skip");
+    let mut image = tmeta();
+    let leaf = first_leaf_of_device_1(&image);
+    image.block_mut(leaf)[100] ^= 1;
+    assert_eq!(check(&s, &image, &[]).0, 64);
+    let (exit, out, err) = check(&s, &image, &["--skip-mappings"]);
+    assert_eq!(exit, 0, "{err}");
+    assert_eq!(out, "TRANSACTION_ID=21\nMETADATA_FREE_BLOCKS=16096\n");
+    assert_eq!(err, "Checking thin metadata\ndevice details tree\n");
+}

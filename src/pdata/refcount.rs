@@ -59,6 +59,37 @@ impl RefCounter {
         }
     }
 
+    /// Adds one reference to each of `blocks`, which must lie in one
+    /// 32-block word (block / 32 == `word`) and be distinct. One atomic
+    /// update serves them all unless one of them is already saturated.
+    #[inline]
+    pub fn inc_word(&self, word: u64, lanes: u32) {
+        let mut add = 0u64;
+        for j in 0..32 {
+            if lanes & (1 << j) != 0 {
+                add |= 1u64 << (2 * j);
+            }
+        }
+        let w = &self.words[word as usize];
+        let mut cur = w.load(Ordering::Relaxed);
+        loop {
+            // A lane at 3 would carry into its neighbour.
+            let saturated = cur & (cur >> 1) & add;
+            if saturated != 0 {
+                for j in 0..32 {
+                    if lanes & (1 << j) != 0 {
+                        self.inc(word * PER_WORD + j);
+                    }
+                }
+                return;
+            }
+            match w.compare_exchange_weak(cur, cur + add, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
     #[inline]
     pub fn get(&self, b: u64) -> u32 {
         let v = self.two_bits(b);
@@ -114,6 +145,21 @@ mod tests {
         assert_eq!(rc.get(43), 1);
         assert_eq!(rc.get(0), 0);
         assert_eq!(rc.two_bits(42), 3);
+    }
+
+    #[test]
+    fn word_increments_match_single_ones() {
+        let rc = RefCounter::new(64);
+        rc.inc(33);
+        rc.inc(33);
+        rc.inc(33); // saturated: the word update must fall back
+        rc.inc_word(1, 0b1011);
+        rc.inc_word(1, 0b0011);
+        assert_eq!(rc.get(32), 2);
+        assert_eq!(rc.get(33), 5);
+        assert_eq!(rc.get(34), 0);
+        assert_eq!(rc.get(35), 1);
+        assert_eq!(rc.get(36), 0);
     }
 
     #[test]

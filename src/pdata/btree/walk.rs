@@ -266,20 +266,32 @@ impl<'a> Walker<'a> {
                 Err(damage) => {
                     self.damaged.lock().unwrap().insert(block, damage.clone());
                     self.record(tree, path, keys, damage);
-                    return;
                 }
-                Ok((node, NodeKind::Leaf)) => {
-                    if let Some(damage) = visitor.visit(tree, block, node) {
-                        self.record(tree, path.clone(), keys, damage);
+                Ok((node, kind)) => {
+                    self.check_key_range(tree, node, &path, keys);
+                    match kind {
+                        NodeKind::Leaf => {
+                            if let Some(damage) = visitor.visit(tree, block, node) {
+                                self.record(tree, path, keys, damage);
+                            }
+                        }
+                        NodeKind::Internal => {
+                            self.descend(scope, tree, node, &path, keys, value_size, visitor);
+                        }
                     }
                 }
-                Ok((node, NodeKind::Internal)) => {
-                    self.descend(scope, tree, node, &path, keys, value_size, visitor);
+            }
+            return;
+        }
+        // Another parent already reached this node; its keys must still
+        // fit this parent's range. (Damage was reported on first visit.)
+        if keys != KeyRange::ALL {
+            if let Ok(data) = self.src.block(block) {
+                if checksum::matches(data, BlockKind::BtreeNode) {
+                    self.check_key_range(tree, NodeView::new(data), &path, keys);
                 }
             }
         }
-        // Every parent constrains the keys; check them for each pointer.
-        self.check_key_range(tree, block, path, keys);
     }
 
     fn first_visit(&self, block: u64, value_size: u32) -> Result<(NodeView<'a>, NodeKind), Damage> {
@@ -334,21 +346,20 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn check_key_range(&self, tree: &str, block: u64, path: Vec<u64>, keys: KeyRange) {
+    fn check_key_range(&self, tree: &str, node: NodeView<'_>, path: &[u64], keys: KeyRange) {
         if keys == KeyRange::ALL {
             return;
         }
-        let Ok(data) = self.src.block(block) else {
-            return;
-        };
-        if !checksum::matches(data, BlockKind::BtreeNode) {
-            return;
-        }
-        let Some((first, last)) = NodeView::new(data).key_bounds_unchecked() else {
+        let Some((first, last)) = node.key_bounds_unchecked() else {
             return;
         };
         if !keys.contains(first) || !keys.contains(last) {
-            self.record(tree, path, keys, Damage::KeysOutOfRange { first, last });
+            self.record(
+                tree,
+                path.to_vec(),
+                keys,
+                Damage::KeysOutOfRange { first, last },
+            );
         }
     }
 

@@ -62,18 +62,33 @@ impl LeafVisitor for MappingVisitor<'_> {
         let mut first_beyond = None;
         let mut future = 0u64;
         let mut first_future = None;
+        // Mappings come in runs of neighbouring data blocks: gather the
+        // blocks of one 32-block counter word and add them at once.
+        let mut word = u64::MAX;
+        let mut lanes = 0u32;
         for (key, value) in leaf.entries_u64() {
             let bt = BlockTime::unpack(value);
             if bt.block >= self.nr_data_blocks {
                 beyond += 1;
                 first_beyond.get_or_insert((key, bt.block));
             } else {
-                self.data_refs.inc(bt.block);
+                let (w, lane) = (bt.block / 32, 1u32 << (bt.block % 32));
+                if w != word || lanes & lane != 0 {
+                    if lanes != 0 {
+                        self.data_refs.inc_word(word, lanes);
+                    }
+                    word = w;
+                    lanes = 0;
+                }
+                lanes |= lane;
             }
             if bt.time > self.pool_time {
                 future += 1;
                 first_future.get_or_insert((key, bt.time));
             }
+        }
+        if lanes != 0 {
+            self.data_refs.inc_word(word, lanes);
         }
         let mut problems = Vec::new();
         if let Some((key, block)) = first_beyond {
