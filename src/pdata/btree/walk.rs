@@ -18,6 +18,7 @@ use crate::io::checksum::{self, BlockKind};
 use crate::io::{BlockError, BlockSource};
 use crate::pdata::btree::node::{NodeError, NodeKind, NodeView};
 use crate::pdata::refcount::RefCounter;
+use crate::report::Progress;
 
 /// Keys a node is allowed to hold: [lo, hi). `None` is unbounded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -155,6 +156,7 @@ pub struct Walker<'a> {
     damaged: Mutex<HashMap<u64, Damage>>,
     findings: Mutex<Vec<NodeDamage>>,
     nodes_visited: AtomicU64,
+    progress: Progress,
 }
 
 impl<'a> Walker<'a> {
@@ -169,7 +171,13 @@ impl<'a> Walker<'a> {
             damaged: Mutex::new(HashMap::new()),
             findings: Mutex::new(Vec::new()),
             nodes_visited: AtomicU64::new(0),
+            progress: Progress::none(),
         }
+    }
+
+    /// Advances `progress` by one for every node visited.
+    pub fn set_progress(&mut self, progress: Progress) {
+        self.progress = progress;
     }
 
     pub fn nodes_visited(&self) -> u64 {
@@ -262,6 +270,7 @@ impl<'a> Walker<'a> {
 
         if self.visited.insert(block) {
             self.nodes_visited.fetch_add(1, Ordering::Relaxed);
+            self.progress.inc(1);
             match self.first_visit(block, value_size) {
                 Err(damage) => {
                     self.damaged.lock().unwrap().insert(block, damage.clone());

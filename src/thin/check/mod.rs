@@ -94,6 +94,7 @@ pub fn check(src: &BlockSource, opts: &CheckOptions, rep: &Reporter) -> CheckRes
         result: CheckResult::default(),
     };
     c.run();
+    rep.finish_progress();
     c.result
 }
 
@@ -197,7 +198,12 @@ impl<'a> Checker<'a> {
         let opts = self.opts;
         let sm_blocks = sb.metadata_sm_root.nr_blocks.min(MAX_METADATA_BLOCKS);
         let metadata_refs = RefCounter::new(src.nr_blocks().max(sm_blocks));
-        let walker = Walker::new(src, &metadata_refs, !opts.ignore_non_fatal);
+        let mut walker = Walker::new(src, &metadata_refs, !opts.ignore_non_fatal);
+        // Nodes visited against blocks in use: close enough for a bar.
+        let progress = self
+            .rep
+            .start_progress("Checking thin metadata", sb.metadata_sm_root.nr_allocated);
+        walker.set_progress(progress);
         walker.count_reference(SUPERBLOCK_LOCATION);
 
         // Live top-level and details trees.
@@ -303,17 +309,12 @@ impl<'a> Checker<'a> {
                 (format!("{prefix}device {}", p.device), p.root, vec![])
             })
             .collect();
-        let progress = self
-            .rep
-            .start_progress("Checking mappings", trees.len() as u64);
         let visitor = MappingVisitor {
             data_refs: &data_refs,
             nr_data_blocks,
             pool_time: sb.time,
         };
         walker.walk_many(&trees, MAPPING_VALUE_SIZE, &visitor);
-        progress.inc(trees.len() as u64);
-        self.rep.finish_progress();
 
         let damage = walker.take_findings();
         let nr_damaged = damage.len();
