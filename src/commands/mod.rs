@@ -8,6 +8,7 @@ use std::path::Path;
 use clap::Parser;
 
 pub mod thin_check;
+pub mod thin_ls;
 
 /// Exit status of every runtime failure (parse errors exit 2, which lvm2
 /// reads as "tool not installed" and so must never mean damage).
@@ -19,11 +20,18 @@ pub struct Tool {
     pub run: fn(Vec<OsString>) -> i32,
 }
 
-pub const TOOLS: &[Tool] = &[Tool {
-    name: "thin_check",
-    about: "Validate thin-pool metadata",
-    run: thin_check::run,
-}];
+pub const TOOLS: &[Tool] = &[
+    Tool {
+        name: "thin_check",
+        about: "Validate thin-pool metadata",
+        run: thin_check::run,
+    },
+    Tool {
+        name: "thin_ls",
+        about: "List thin devices with mapped, exclusive and shared blocks",
+        run: thin_ls::run,
+    },
+];
 
 pub fn find(name: &str) -> Option<&'static Tool> {
     TOOLS.iter().find(|t| t.name == name)

@@ -4,4 +4,6 @@
 pub mod block_time;
 pub mod check;
 pub mod device_details;
+pub mod devices;
+pub mod ls;
 pub mod superblock;

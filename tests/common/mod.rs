@@ -91,3 +91,4 @@ pub fn code(o: &Output) -> i32 {
 }
 
 pub mod image;
+pub mod xml;

@@ -451,27 +451,55 @@ impl<'a> Walker<'a> {
 /// for views of trees the walker has already checked.
 pub fn read_entries(src: &BlockSource, root: u64, value_size: u32) -> Vec<(u64, &[u8])> {
     let mut out = Vec::new();
+    let _ = visit_entries(src, root, value_size, false, &mut out);
+    out
+}
+
+/// Like `read_entries`, but the first damaged node is an error naming it.
+pub fn try_read_entries(
+    src: &BlockSource,
+    root: u64,
+    value_size: u32,
+) -> Result<Vec<(u64, &[u8])>, (u64, Damage)> {
+    let mut out = Vec::new();
+    visit_entries(src, root, value_size, true, &mut out)?;
+    Ok(out)
+}
+
+fn visit_entries<'a>(
+    src: &'a BlockSource,
+    root: u64,
+    value_size: u32,
+    stop_at_damage: bool,
+    out: &mut Vec<(u64, &'a [u8])>,
+) -> Result<(), (u64, Damage)> {
     let mut stack = vec![(root, 0u32)];
     while let Some((block, depth)) = stack.pop() {
         // Depth bounds a cycle of internal nodes.
         if depth > 64 {
             continue;
         }
-        let Ok(data) = src.checked(block, BlockKind::BtreeNode) else {
-            continue;
-        };
-        let node = NodeView::new(data);
-        match node.validate(value_size, false) {
-            Ok(NodeKind::Leaf) => {
+        let node = src
+            .checked(block, BlockKind::BtreeNode)
+            .map_err(Damage::Block)
+            .and_then(|data| {
+                let node = NodeView::new(data);
+                node.validate(value_size, false)
+                    .map(|kind| (node, kind))
+                    .map_err(Damage::Node)
+            });
+        match node {
+            Ok((node, NodeKind::Leaf)) => {
                 out.extend((0..node.nr_entries()).map(|i| (node.key(i), node.value(i))));
             }
-            Ok(NodeKind::Internal) => {
+            Ok((node, NodeKind::Internal)) => {
                 for i in (0..node.nr_entries()).rev() {
                     stack.push((node.value_u64(i), depth + 1));
                 }
             }
+            Err(damage) if stop_at_damage => return Err((block, damage)),
             Err(_) => {}
         }
     }
-    out
+    Ok(())
 }

@@ -15,19 +15,18 @@ mod space_maps;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::io::{BlockSource, BLOCK_SIZE};
-use crate::pdata::btree::walk::{read_entries, NodeDamage, Walker};
+use crate::pdata::btree::walk::{NodeDamage, Walker};
 use crate::pdata::node_path;
 use crate::pdata::refcount::RefCounter;
 use crate::pdata::space_map::bitmap::MAX_METADATA_BLOCKS;
 use crate::report::Reporter;
 use crate::thin::device_details::{DeviceDetails, DEVICE_DETAILS_SIZE};
+use crate::thin::devices::{read_details, read_roots, unmatched_ids, TOP_LEVEL_VALUE_SIZE};
 use crate::thin::superblock::{Superblock, SUPERBLOCK_LOCATION, THIN_MAGIC};
 
 pub use findings::{Finding, Location, Severity};
 use mappings::{MappingVisitor, NoValues, SubtreePointer, TopLevelVisitor};
 
-/// Value size of the top-level mapping tree (a subtree root).
-const TOP_LEVEL_VALUE_SIZE: u32 = 8;
 /// Value size of mapping-tree leaves (a packed block/time).
 const MAPPING_VALUE_SIZE: u32 = 8;
 
@@ -376,16 +375,7 @@ impl<'a> Checker<'a> {
         details: &BTreeMap<u64, DeviceDetails>,
         which: &str,
     ) -> bool {
-        let only_mapping: Vec<u64> = roots
-            .keys()
-            .filter(|k| !details.contains_key(k))
-            .copied()
-            .collect();
-        let only_details: Vec<u64> = details
-            .keys()
-            .filter(|k| !roots.contains_key(k))
-            .copied()
-            .collect();
+        let (only_mapping, only_details) = unmatched_ids(roots, details);
         if only_mapping.is_empty() && only_details.is_empty() {
             return true;
         }
@@ -492,20 +482,6 @@ impl<'a> Checker<'a> {
         }
         failed
     }
-}
-
-fn read_roots(src: &BlockSource, root: u64) -> BTreeMap<u64, u64> {
-    read_entries(src, root, TOP_LEVEL_VALUE_SIZE)
-        .into_iter()
-        .map(|(k, v)| (k, u64::from_le_bytes(v.try_into().unwrap())))
-        .collect()
-}
-
-fn read_details(src: &BlockSource, root: u64) -> BTreeMap<u64, DeviceDetails> {
-    read_entries(src, root, DEVICE_DETAILS_SIZE)
-        .into_iter()
-        .map(|(k, v)| (k, DeviceDetails::parse(v)))
-        .collect()
 }
 
 /// `tree: node error: reason PATH` as the reference tools print it.

@@ -1,0 +1,196 @@
+//! thin_ls's engine: per-device mapped, exclusive and shared block counts
+//! in one pass over the physical nodes, however much the devices share.
+//!
+//! A mapping is shared when its data block is mapped more than once in
+//! the pool (by two devices, or twice by one). Counting that per device
+//! naively walks every shared subtree once per device; instead:
+//! 1. every distinct node is validated once (the checker's walker);
+//! 2. each node's multiplicity — how many device-root paths reach it — is
+//!    propagated from the roots down, parents before children (a btree
+//!    parent is always higher than its children);
+//! 3. each distinct leaf adds its multiplicity to its data blocks' use
+//!    counts (saturating at 2: only "once" or "more" matters);
+//! 4. each leaf's exclusive mappings are counted once, and per-device
+//!    totals are summed over internal nodes with memoisation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use anyhow::{bail, Result};
+use rayon::prelude::*;
+
+use crate::io::BlockSource;
+use crate::pdata::btree::node::NodeView;
+use crate::pdata::btree::walk::{Damage, LeafVisitor, SubtreeSummary, Walker};
+use crate::pdata::refcount::RefCounter;
+use crate::thin::block_time::BlockTime;
+
+/// Value size of mapping-tree leaves.
+const MAPPING_VALUE_SIZE: u32 = 8;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceCounts {
+    pub mapped: u64,
+    pub exclusive: u64,
+    /// Highest mapped virtual block, None when nothing is mapped.
+    pub highest: Option<u64>,
+}
+
+impl DeviceCounts {
+    pub fn shared(&self) -> u64 {
+        self.mapped - self.exclusive
+    }
+}
+
+#[derive(Default)]
+struct Leaves {
+    blocks: Mutex<Vec<u64>>,
+}
+
+impl LeafVisitor for Leaves {
+    fn visit(&self, _tree: &str, block: u64, _leaf: NodeView<'_>) -> Option<Damage> {
+        self.blocks.lock().unwrap().push(block);
+        None
+    }
+}
+
+/// Counts every device of `roots` (device id -> mapping-tree root).
+/// `nr_data_blocks` sizes the data counter (from the live superblock).
+pub fn count_devices(
+    src: &BlockSource,
+    roots: &BTreeMap<u64, u64>,
+    nr_data_blocks: u64,
+) -> Result<BTreeMap<u64, DeviceCounts>> {
+    let nr_blocks = src.nr_blocks();
+    let scratch_refs = RefCounter::new(nr_blocks);
+    let walker = Walker::new(src, &scratch_refs, true);
+    let leaves = Leaves::default();
+    let trees: Vec<(String, u64, Vec<u64>)> = roots
+        .iter()
+        .map(|(id, root)| (format!("device {id}"), *root, vec![]))
+        .collect();
+    walker.walk_many(&trees, MAPPING_VALUE_SIZE, &leaves);
+    let mut memo: HashMap<u64, SubtreeSummary> = HashMap::new();
+    for (id, root) in roots {
+        walker.summarise(&format!("device {id}"), *root, &mut memo);
+    }
+    let damage = walker.take_findings();
+    if let Some(d) = damage.first() {
+        bail!(
+            "metadata contains errors: {}: {} (block {}, keys {}){}",
+            d.tree,
+            d.damage,
+            d.block(),
+            d.keys,
+            if damage.len() > 1 {
+                format!(" and {} more", damage.len() - 1)
+            } else {
+                String::new()
+            }
+        );
+    }
+    let leaves = leaves.blocks.into_inner().unwrap();
+
+    // Multiplicities, parents before children.
+    let mut mult = vec![0u32; nr_blocks as usize];
+    for root in roots.values() {
+        mult[*root as usize] += 1;
+    }
+    let mut internals: Vec<(u32, u64)> = memo
+        .iter()
+        .map(|(b, s)| (s.height.unwrap_or(0), *b))
+        .collect();
+    internals.sort_unstable_by(|a, b| b.cmp(a));
+    for (_, b) in &internals {
+        let node = NodeView::new(src.block(*b)?);
+        let m = mult[*b as usize];
+        for i in 0..node.nr_entries() {
+            let child = node.value_u64(i) as usize;
+            mult[child] = mult[child].saturating_add(m);
+        }
+    }
+
+    // How often each data block is mapped: 0, 1 or 2+.
+    let uses = RefCounter::new(nr_data_blocks);
+    leaves.par_iter().try_for_each(|&l| -> Result<()> {
+        let node = NodeView::new(src.block(l)?);
+        let m = mult[l as usize].min(2);
+        for (_, v) in node.entries_u64() {
+            let b = BlockTime::unpack(v).block;
+            if b >= nr_data_blocks {
+                bail!("device mapping in leaf {l} points to data block {b}, beyond the {nr_data_blocks} data blocks");
+            }
+            for _ in 0..m {
+                if uses.two_bits(b) < 2 {
+                    uses.inc(b);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let exclusive_in_leaf: HashMap<u64, u64> = leaves
+        .par_iter()
+        .map(|&l| {
+            let node = NodeView::new(src.block(l).unwrap());
+            let n = node
+                .entries_u64()
+                .filter(|(_, v)| uses.two_bits(BlockTime::unpack(*v).block) == 1)
+                .count() as u64;
+            (l, n)
+        })
+        .collect();
+
+    let mut exclusive_memo: HashMap<u64, u64> = HashMap::new();
+    let mut out = BTreeMap::new();
+    for (id, root) in roots {
+        let mapped = memo
+            .get(root)
+            .map(|s| s.entries)
+            .unwrap_or_else(|| NodeView::new(src.block(*root).unwrap()).nr_entries() as u64);
+        let exclusive = exclusive_below(src, *root, &exclusive_in_leaf, &mut exclusive_memo);
+        out.insert(
+            *id,
+            DeviceCounts {
+                mapped,
+                exclusive,
+                highest: highest_key(src, *root),
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn exclusive_below(
+    src: &BlockSource,
+    block: u64,
+    leaves: &HashMap<u64, u64>,
+    memo: &mut HashMap<u64, u64>,
+) -> u64 {
+    if let Some(n) = leaves.get(&block) {
+        return *n;
+    }
+    if let Some(n) = memo.get(&block) {
+        return *n;
+    }
+    let node = NodeView::new(src.block(block).unwrap());
+    let n = (0..node.nr_entries())
+        .map(|i| exclusive_below(src, node.value_u64(i), leaves, memo))
+        .sum();
+    memo.insert(block, n);
+    n
+}
+
+/// The last key of the rightmost leaf (trees were validated).
+fn highest_key(src: &BlockSource, mut block: u64) -> Option<u64> {
+    loop {
+        let node = NodeView::new(src.block(block).ok()?);
+        let n = node.nr_entries();
+        if n == 0 {
+            return None;
+        }
+        if node.is_leaf() {
+            return Some(node.key(n - 1));
+        }
+        block = node.value_u64(n - 1);
+    }
+}
