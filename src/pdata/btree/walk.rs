@@ -446,10 +446,13 @@ impl<'a> Walker<'a> {
     }
 }
 
+/// A leaf entry: key and value bytes.
+pub type Entry<'a> = (u64, &'a [u8]);
+
 /// The entries of a tree in key order, reading only nodes that validate
 /// and skipping damaged subtrees (the walk reports those). Counts nothing:
 /// for views of trees the walker has already checked.
-pub fn read_entries(src: &BlockSource, root: u64, value_size: u32) -> Vec<(u64, &[u8])> {
+pub fn read_entries(src: &BlockSource, root: u64, value_size: u32) -> Vec<Entry<'_>> {
     let mut out = Vec::new();
     let _ = visit_entries(src, root, value_size, false, &mut out);
     out
@@ -460,7 +463,7 @@ pub fn try_read_entries(
     src: &BlockSource,
     root: u64,
     value_size: u32,
-) -> Result<Vec<(u64, &[u8])>, (u64, Damage)> {
+) -> Result<Vec<Entry<'_>>, (u64, Damage)> {
     let mut out = Vec::new();
     visit_entries(src, root, value_size, true, &mut out)?;
     Ok(out)
@@ -471,7 +474,7 @@ fn visit_entries<'a>(
     root: u64,
     value_size: u32,
     stop_at_damage: bool,
-    out: &mut Vec<(u64, &'a [u8])>,
+    out: &mut Vec<Entry<'a>>,
 ) -> Result<(), (u64, Damage)> {
     let mut stack = vec![(root, 0u32)];
     while let Some((block, depth)) = stack.pop() {
