@@ -9,6 +9,7 @@ use clap::Parser;
 
 pub mod thin_check;
 pub mod thin_ls;
+pub mod thin_trim;
 
 /// Exit status of every runtime failure (parse errors exit 2, which lvm2
 /// reads as "tool not installed" and so must never mean damage).
@@ -30,6 +31,11 @@ pub const TOOLS: &[Tool] = &[
         name: "thin_ls",
         about: "List thin devices with mapped, exclusive and shared blocks",
         run: thin_ls::run,
+    },
+    Tool {
+        name: "thin_trim",
+        about: "Discard the data blocks an inactive pool does not use",
+        run: thin_trim::run,
     },
 ];
 

@@ -3,6 +3,7 @@
 //! 4096-byte blocks.
 
 pub mod checksum;
+pub mod discard;
 pub mod error;
 pub mod input;
 pub mod source;

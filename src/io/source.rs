@@ -209,7 +209,8 @@ impl BlockSource {
     }
 }
 
-fn block_device_size(file: &File) -> Result<u64> {
+/// The size in bytes of an open block device.
+pub fn block_device_size(file: &File) -> Result<u64> {
     use std::os::unix::io::AsRawFd;
     let mut size: u64 = 0;
     // SAFETY: BLKGETSIZE64 writes one u64 through the pointer.

@@ -7,3 +7,4 @@ pub mod device_details;
 pub mod devices;
 pub mod ls;
 pub mod superblock;
+pub mod trim;
