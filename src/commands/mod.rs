@@ -9,6 +9,7 @@ use clap::Parser;
 
 pub mod thin_check;
 pub mod thin_ls;
+pub mod thin_rmap;
 pub mod thin_trim;
 
 /// Exit status of every runtime failure (parse errors exit 2, which lvm2
@@ -31,6 +32,11 @@ pub const TOOLS: &[Tool] = &[
         name: "thin_ls",
         about: "List thin devices with mapped, exclusive and shared blocks",
         run: thin_ls::run,
+    },
+    Tool {
+        name: "thin_rmap",
+        about: "Show which thin devices map given data blocks",
+        run: thin_rmap::run,
     },
     Tool {
         name: "thin_trim",

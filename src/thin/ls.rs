@@ -14,19 +14,15 @@
 //!    totals are summed over internal nodes with memoisation.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 
 use crate::io::BlockSource;
 use crate::pdata::btree::node::NodeView;
-use crate::pdata::btree::walk::{Damage, LeafVisitor, SubtreeSummary, Walker};
 use crate::pdata::refcount::RefCounter;
 use crate::thin::block_time::BlockTime;
-
-/// Value size of mapping-tree leaves.
-const MAPPING_VALUE_SIZE: u32 = 8;
+use crate::thin::forest::{self, Forest};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeviceCounts {
@@ -42,18 +38,6 @@ impl DeviceCounts {
     }
 }
 
-#[derive(Default)]
-struct Leaves {
-    blocks: Mutex<Vec<u64>>,
-}
-
-impl LeafVisitor for Leaves {
-    fn visit(&self, _tree: &str, block: u64, _leaf: NodeView<'_>) -> Option<Damage> {
-        self.blocks.lock().unwrap().push(block);
-        None
-    }
-}
-
 /// Counts every device of `roots` (device id -> mapping-tree root).
 /// `nr_data_blocks` sizes the data counter (from the live superblock).
 pub fn count_devices(
@@ -62,34 +46,10 @@ pub fn count_devices(
     nr_data_blocks: u64,
 ) -> Result<BTreeMap<u64, DeviceCounts>> {
     let nr_blocks = src.nr_blocks();
-    let scratch_refs = RefCounter::new(nr_blocks);
-    let walker = Walker::new(src, &scratch_refs, true);
-    let leaves = Leaves::default();
-    let trees: Vec<(String, u64, Vec<u64>)> = roots
-        .iter()
-        .map(|(id, root)| (format!("device {id}"), *root, vec![]))
-        .collect();
-    walker.walk_many(&trees, MAPPING_VALUE_SIZE, &leaves);
-    let mut memo: HashMap<u64, SubtreeSummary> = HashMap::new();
-    for (id, root) in roots {
-        walker.summarise(&format!("device {id}"), *root, &mut memo);
-    }
-    let damage = walker.take_findings();
-    if let Some(d) = damage.first() {
-        bail!(
-            "metadata contains errors: {}: {} (block {}, keys {}){}",
-            d.tree,
-            d.damage,
-            d.block(),
-            d.keys,
-            if damage.len() > 1 {
-                format!(" and {} more", damage.len() - 1)
-            } else {
-                String::new()
-            }
-        );
-    }
-    let leaves = leaves.blocks.into_inner().unwrap();
+    let Forest {
+        leaves,
+        internals: memo,
+    } = forest::validate(src, roots)?;
 
     // Multiplicities, parents before children.
     let mut mult = vec![0u32; nr_blocks as usize];

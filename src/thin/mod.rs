@@ -5,6 +5,8 @@ pub mod block_time;
 pub mod check;
 pub mod device_details;
 pub mod devices;
+pub mod forest;
 pub mod ls;
+pub mod rmap;
 pub mod superblock;
 pub mod trim;

@@ -1,0 +1,87 @@
+//! The mapping trees of a set of devices, validated once with the
+//! checker's walker, for the read-only tools that need them whole
+//! (thin_ls, thin_rmap, thin_delta). Any damage is an error naming the
+//! device, block and key range: these tools do not work around it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use anyhow::{bail, Result};
+
+use crate::io::BlockSource;
+use crate::pdata::btree::node::NodeView;
+use crate::pdata::btree::walk::{Damage, LeafVisitor, SubtreeSummary, Walker};
+use crate::pdata::refcount::RefCounter;
+
+/// Value size of mapping-tree leaves (a packed block/time).
+pub const MAPPING_VALUE_SIZE: u32 = 8;
+
+#[derive(Default)]
+struct Leaves {
+    blocks: Mutex<Vec<u64>>,
+}
+
+impl LeafVisitor for Leaves {
+    fn visit(&self, _tree: &str, block: u64, _leaf: NodeView<'_>) -> Option<Damage> {
+        self.blocks.lock().unwrap().push(block);
+        None
+    }
+}
+
+pub struct Forest {
+    /// Every distinct leaf of the trees, in no particular order.
+    pub leaves: Vec<u64>,
+    /// Summaries (entry counts, heights) of every distinct internal node.
+    pub internals: HashMap<u64, SubtreeSummary>,
+}
+
+/// Validates the trees of `roots` (device id -> root) strictly.
+pub fn validate(src: &BlockSource, roots: &BTreeMap<u64, u64>) -> Result<Forest> {
+    let scratch_refs = RefCounter::new(src.nr_blocks());
+    let walker = Walker::new(src, &scratch_refs, true);
+    let leaves = Leaves::default();
+    let trees: Vec<(String, u64, Vec<u64>)> = roots
+        .iter()
+        .map(|(id, root)| (format!("device {id}"), *root, vec![]))
+        .collect();
+    walker.walk_many(&trees, MAPPING_VALUE_SIZE, &leaves);
+    let mut internals = HashMap::new();
+    for (id, root) in roots {
+        walker.summarise(&format!("device {id}"), *root, &mut internals);
+    }
+    let damage = walker.take_findings();
+    if let Some(d) = damage.first() {
+        let more = if damage.len() > 1 {
+            format!(" and {} more", damage.len() - 1)
+        } else {
+            String::new()
+        };
+        bail!(
+            "metadata contains errors: {}: {} (block {}, keys {}){more}",
+            d.tree,
+            d.damage,
+            d.block(),
+            d.keys
+        );
+    }
+    Ok(Forest {
+        leaves: leaves.blocks.into_inner().unwrap(),
+        internals,
+    })
+}
+
+/// The leaves under `root` in key order (the tree must be validated).
+pub fn ordered_leaves(src: &BlockSource, root: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(b) = stack.pop() {
+        let Ok(data) = src.block(b) else { continue };
+        let node = NodeView::new(data);
+        if node.is_leaf() {
+            out.push(b);
+        } else {
+            stack.extend((0..node.nr_entries()).rev().map(|i| node.value_u64(i)));
+        }
+    }
+    out
+}

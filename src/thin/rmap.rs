@@ -1,0 +1,111 @@
+//! thin_rmap's engine: which devices and virtual blocks map given data
+//! blocks.
+//!
+//! Leaves are scanned once each, in parallel, for mappings into the
+//! regions; each device's runs are then assembled over its internal
+//! nodes with memoisation, so shared subtrees cost nothing extra and every
+//! device reaching a shared leaf is reported (the reference tools report
+//! only the first).
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::Result;
+use rayon::prelude::*;
+
+use crate::io::BlockSource;
+use crate::pdata::btree::node::NodeView;
+use crate::thin::block_time::BlockTime;
+use crate::thin::forest;
+
+/// A range of data blocks, [begin, end).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub begin: u64,
+    pub end: u64,
+}
+
+/// `len` blocks from virtual `virt` map to data blocks from `data`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Run {
+    pub virt: u64,
+    pub data: u64,
+    pub len: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceRun {
+    pub device: u64,
+    pub run: Run,
+}
+
+fn push(runs: &mut Vec<Run>, r: Run) {
+    match runs.last_mut() {
+        Some(last) if last.virt + last.len == r.virt && last.data + last.len == r.data => {
+            last.len += r.len
+        }
+        _ => runs.push(r),
+    }
+}
+
+fn leaf_runs(src: &BlockSource, leaf: u64, regions: &[Region]) -> Vec<Run> {
+    let node = NodeView::new(src.block(leaf).expect("validated leaf"));
+    let mut runs = Vec::new();
+    for (virt, v) in node.entries_u64() {
+        let data = BlockTime::unpack(v).block;
+        if regions.iter().any(|r| data >= r.begin && data < r.end) {
+            push(&mut runs, Run { virt, data, len: 1 });
+        }
+    }
+    runs
+}
+
+pub fn rmap(
+    src: &BlockSource,
+    roots: &BTreeMap<u64, u64>,
+    regions: &[Region],
+) -> Result<Vec<DeviceRun>> {
+    let forest = forest::validate(src, roots)?;
+    let by_leaf: HashMap<u64, Vec<Run>> = forest
+        .leaves
+        .par_iter()
+        .filter_map(|&l| {
+            let runs = leaf_runs(src, l, regions);
+            (!runs.is_empty()).then_some((l, runs))
+        })
+        .collect();
+    let mut memo: HashMap<u64, Vec<Run>> = HashMap::new();
+    let mut out = Vec::new();
+    for (device, root) in roots {
+        for run in runs_below(src, *root, &by_leaf, &mut memo) {
+            out.push(DeviceRun {
+                device: *device,
+                run,
+            });
+        }
+    }
+    out.sort_by_key(|d| (d.run.data, d.run.data + d.run.len, d.device, d.run.virt));
+    Ok(out)
+}
+
+fn runs_below(
+    src: &BlockSource,
+    block: u64,
+    by_leaf: &HashMap<u64, Vec<Run>>,
+    memo: &mut HashMap<u64, Vec<Run>>,
+) -> Vec<Run> {
+    let node = NodeView::new(src.block(block).expect("validated node"));
+    if node.is_leaf() {
+        return by_leaf.get(&block).cloned().unwrap_or_default();
+    }
+    if let Some(r) = memo.get(&block) {
+        return r.clone();
+    }
+    let mut runs = Vec::new();
+    for i in 0..node.nr_entries() {
+        for r in runs_below(src, node.value_u64(i), by_leaf, memo) {
+            push(&mut runs, r);
+        }
+    }
+    memo.insert(block, runs.clone());
+    runs
+}
