@@ -8,6 +8,7 @@ use std::path::Path;
 use clap::Parser;
 
 pub mod thin_check;
+pub mod thin_delta;
 pub mod thin_ls;
 pub mod thin_rmap;
 pub mod thin_trim;
@@ -27,6 +28,11 @@ pub const TOOLS: &[Tool] = &[
         name: "thin_check",
         about: "Validate thin-pool metadata",
         run: thin_check::run,
+    },
+    Tool {
+        name: "thin_delta",
+        about: "Print the differences between two thin devices' mappings",
+        run: thin_delta::run,
     },
     Tool {
         name: "thin_ls",

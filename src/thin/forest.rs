@@ -37,17 +37,26 @@ pub struct Forest {
 
 /// Validates the trees of `roots` (device id -> root) strictly.
 pub fn validate(src: &BlockSource, roots: &BTreeMap<u64, u64>) -> Result<Forest> {
+    let named: Vec<(String, u64)> = roots
+        .iter()
+        .map(|(id, root)| (format!("device {id}"), *root))
+        .collect();
+    validate_named(src, &named)
+}
+
+/// Validates the trees (name, root) strictly.
+pub fn validate_named(src: &BlockSource, roots: &[(String, u64)]) -> Result<Forest> {
     let scratch_refs = RefCounter::new(src.nr_blocks());
     let walker = Walker::new(src, &scratch_refs, true);
     let leaves = Leaves::default();
     let trees: Vec<(String, u64, Vec<u64>)> = roots
         .iter()
-        .map(|(id, root)| (format!("device {id}"), *root, vec![]))
+        .map(|(name, root)| (name.clone(), *root, vec![]))
         .collect();
     walker.walk_many(&trees, MAPPING_VALUE_SIZE, &leaves);
     let mut internals = HashMap::new();
-    for (id, root) in roots {
-        walker.summarise(&format!("device {id}"), *root, &mut internals);
+    for (name, root) in roots {
+        walker.summarise(name, *root, &mut internals);
     }
     let damage = walker.take_findings();
     if let Some(d) = damage.first() {

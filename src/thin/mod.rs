@@ -3,6 +3,7 @@
 
 pub mod block_time;
 pub mod check;
+pub mod delta;
 pub mod device_details;
 pub mod devices;
 pub mod forest;
