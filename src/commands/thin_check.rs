@@ -3,13 +3,15 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Parser, ValueEnum};
 
 use crate::io::input::{check_binary, check_path};
+use crate::io::sink::FileSink;
 use crate::io::source::{BlockSource, OpenOptions};
-use crate::report::Reporter;
+use crate::report::{Mode, Reporter};
 use crate::thin::check::{check, CheckOptions, CheckResult};
+use crate::thin::leak_repair::repair_leaks;
 use crate::thin::superblock::clear_needs_check;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -26,12 +28,12 @@ struct Cli {
     #[arg(value_name = "INPUT")]
     input: PathBuf,
 
-    /// Repair metadata leaks and clear the needs_check flag (leak repair
-    /// is not available yet: leaks make it fail)
+    /// Repair leaked blocks in place and clear the needs_check flag
     #[arg(long, conflicts_with_all = ["ignore_non_fatal_errors", "metadata_snap", "override_mapping_root", "override_details_root", "super_block_only", "skip_mappings"])]
     auto_repair: bool,
 
-    /// Clear the needs_check flag if the check passes
+    /// Clear the needs_check flag if the check passes (leaked blocks are
+    /// repaired in place first)
     #[arg(long, conflicts_with_all = ["metadata_snap", "override_mapping_root", "override_details_root"])]
     clear_needs_check_flag: bool,
 
@@ -113,21 +115,50 @@ fn run_cli(cli: Cli) -> Result<()> {
         override_mapping_root: cli.override_mapping_root,
         override_details_root: cli.override_details_root,
     };
-    let result = check(&src, &opts, &rep);
-    let verdict = verdict(&cli, &result);
+    let mut result = check(&src, &opts, &rep);
+    let repairing = cli.clear_needs_check_flag || cli.auto_repair;
+    let verdict = verdict(&cli, &result, repairing);
+    let needs_check = result
+        .superblock
+        .as_ref()
+        .is_some_and(|sb| sb.needs_check());
+    let leaks = result.metadata_leaks + result.data_leaks;
     let mut cleared = false;
-    if verdict.is_ok()
-        && (cli.clear_needs_check_flag || cli.auto_repair)
-        && result
-            .superblock
-            .as_ref()
-            .is_some_and(|sb| sb.needs_check())
-    {
+    if verdict.is_ok() && repairing && (leaks > 0 || needs_check) {
         if src.is_decompressed() {
-            bail!("cannot clear the needs_check flag of a compressed image");
+            bail!("cannot write to a compressed image");
         }
-        drop(src);
-        cleared = clear_needs_check(&cli.input)?;
+        if leaks > 0 {
+            let counts = result
+                .counts
+                .take()
+                .context("leaks were found but the space maps were not read")?;
+            rep.line(&format!(
+                "repairing leaks: {} metadata block(s), {} data block(s)",
+                result.metadata_leaks, result.data_leaks
+            ));
+            let mut sink = FileSink::open(&cli.input)?;
+            let done = repair_leaks(&src, &counts, true, &mut sink)
+                .context("in-place leak repair failed; the metadata was left as it was")?;
+            drop(counts);
+            drop(src);
+            cleared = needs_check;
+            let again = check(
+                &BlockSource::open(&cli.input, OpenOptions { exclusive: true })?,
+                &CheckOptions::default(),
+                &Reporter::with_mode(Mode::Quiet),
+            );
+            if !again.passed(false) {
+                bail!("the metadata does not check clean after the leak repair; run thin_repair");
+            }
+            rep.line(&format!(
+                "leaks repaired: {} space-map blocks written, then the superblock",
+                done.blocks_written
+            ));
+        } else {
+            drop(src);
+            cleared = clear_needs_check(&cli.input)?;
+        }
         if cleared {
             rep.line("needs_check flag cleared");
         }
@@ -138,8 +169,13 @@ fn run_cli(cli: Cli) -> Result<()> {
     verdict
 }
 
+/// Findings an in-place repair removes.
+fn repairable(kind: &str) -> bool {
+    matches!(kind, "leaked_blocks" | "over_counted_blocks")
+}
+
 /// The tool's success or final error, from what the check found.
-fn verdict(cli: &Cli, r: &CheckResult) -> Result<()> {
+fn verdict(cli: &Cli, r: &CheckResult, repairing: bool) -> Result<()> {
     if let Some(why) = &r.aborted {
         bail!("{why}");
     }
@@ -147,21 +183,26 @@ fn verdict(cli: &Cli, r: &CheckResult) -> Result<()> {
     if fatal > 0 {
         bail!("metadata check failed: {fatal} fatal problem(s) found");
     }
-    if r.has_non_fatal() && !cli.ignore_non_fatal_errors {
-        if r.metadata_leaks + r.data_leaks > 0 {
-            bail!(
-                "the space maps contain leaked blocks ({} metadata, {} data); they waste space but \
-                 endanger no data: --ignore-non-fatal-errors accepts them",
-                r.metadata_leaks,
-                r.data_leaks
-            );
-        }
-        bail!("metadata check found non-fatal problems; --ignore-non-fatal-errors accepts them");
+    if !r.has_non_fatal() || cli.ignore_non_fatal_errors {
+        return Ok(());
     }
-    if cli.auto_repair && r.metadata_leaks + r.data_leaks > 0 {
-        bail!("--auto-repair cannot repair leaked blocks yet");
+    let only_leaks = r
+        .findings
+        .iter()
+        .filter(|f| !f.is_fatal())
+        .all(|f| repairable(f.kind));
+    if repairing && only_leaks {
+        return Ok(());
     }
-    Ok(())
+    if r.metadata_leaks + r.data_leaks > 0 {
+        bail!(
+            "the space maps contain leaked blocks ({} metadata, {} data); they waste space but \
+             endanger no data: --auto-repair repairs them, --ignore-non-fatal-errors accepts them",
+            r.metadata_leaks,
+            r.data_leaks
+        );
+    }
+    bail!("metadata check found non-fatal problems; --ignore-non-fatal-errors accepts them")
 }
 
 fn print_json(r: &CheckResult, verdict: &Result<()>, cleared: bool) {

@@ -7,6 +7,7 @@ pub mod delta;
 pub mod device_details;
 pub mod devices;
 pub mod forest;
+pub mod leak_repair;
 pub mod ls;
 pub mod rmap;
 pub mod superblock;

@@ -19,6 +19,7 @@ use crate::pdata::btree::walk::{NodeDamage, Walker};
 use crate::pdata::node_path;
 use crate::pdata::refcount::RefCounter;
 use crate::pdata::space_map::bitmap::MAX_METADATA_BLOCKS;
+use crate::pdata::space_map::disk::StoredSpaceMap;
 use crate::report::Reporter;
 use crate::thin::device_details::{DeviceDetails, DEVICE_DETAILS_SIZE};
 use crate::thin::devices::{read_details, read_roots, unmatched_ids, TOP_LEVEL_VALUE_SIZE};
@@ -59,6 +60,23 @@ pub struct CheckResult {
     /// Metadata blocks with a stored count above the computed one.
     pub metadata_leaks: u64,
     pub data_leaks: u64,
+    /// The computed and stored counts, when the space maps were checked:
+    /// what an in-place leak repair starts from.
+    pub counts: Option<Box<Counts>>,
+}
+
+/// Reference counts computed from the trees, and the space maps as stored.
+pub struct Counts {
+    pub metadata_refs: RefCounter,
+    pub data_refs: RefCounter,
+    pub data_sm: StoredSpaceMap,
+    pub metadata_sm: StoredSpaceMap,
+}
+
+impl std::fmt::Debug for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Counts { .. }")
+    }
 }
 
 impl CheckResult {
@@ -366,7 +384,16 @@ impl<'a> Checker<'a> {
             return;
         }
 
-        space_maps::check(self, &walker, &metadata_refs, &data_refs, sb);
+        let maps = space_maps::check(self, &walker, &metadata_refs, &data_refs, sb);
+        drop(walker);
+        if let Some((data_sm, metadata_sm)) = maps {
+            self.result.counts = Some(Box::new(Counts {
+                metadata_refs,
+                data_refs,
+                data_sm,
+                metadata_sm,
+            }));
+        }
     }
 
     fn same_devices(

@@ -18,7 +18,7 @@ pub(super) fn check(
     metadata_refs: &RefCounter,
     data_refs: &RefCounter,
     sb: &Superblock,
-) {
+) -> Option<(StoredSpaceMap, StoredSpaceMap)> {
     let src = c.src;
     if sb.metadata_sm_root.nr_blocks > src.nr_blocks() {
         c.report(Finding::fatal(
@@ -29,7 +29,7 @@ pub(super) fn check(
                 src.nr_blocks()
             ),
         ));
-        return;
+        return None;
     }
     // Both maps' own blocks are metadata references: read them all before
     // reconciling the metadata counts.
@@ -37,13 +37,14 @@ pub(super) fn check(
     let metadata_sm = disk::read_metadata(src, walker, sb.metadata_sm_root);
     for sm in [&data_sm, &metadata_sm] {
         if !structure_ok(c, sm) {
-            return;
+            return None;
         }
     }
     let data = reconcile(src, &data_sm, data_refs);
     report_reconciliation(c, &data_sm, data);
     let meta = reconcile(src, &metadata_sm, metadata_refs);
     report_reconciliation(c, &metadata_sm, meta);
+    Some((data_sm, metadata_sm))
 }
 
 fn structure_ok(c: &mut Checker<'_>, sm: &StoredSpaceMap) -> bool {

@@ -1,0 +1,82 @@
+//! Writing metadata blocks. Writers build a new transaction in blocks the
+//! old one does not use, flush, and only then write the superblock: the
+//! `BlockSink` trait is what they write through, so tests can substitute
+//! sinks that lose power part way.
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::BLOCK_SIZE;
+
+pub trait BlockSink {
+    /// Writes one 4096-byte block at block number `b`.
+    fn write_block(&mut self, b: u64, data: &[u8]) -> std::io::Result<()>;
+    /// Makes every write so far durable.
+    fn flush(&mut self) -> std::io::Result<()>;
+}
+
+/// A metadata file or block device opened for writing.
+pub struct FileSink {
+    file: File,
+}
+
+impl FileSink {
+    /// Opens `path` read-write; block devices exclusively, so a device an
+    /// active pool holds is refused.
+    pub fn open(path: &Path) -> Result<FileSink> {
+        let is_block_device = std::fs::metadata(path)
+            .with_context(|| format!("cannot open '{}'", path.display()))?
+            .file_type()
+            .is_block_device();
+        let mut open = std::fs::OpenOptions::new();
+        open.read(true).write(true);
+        if is_block_device {
+            open.custom_flags(libc::O_EXCL);
+        }
+        let file = open
+            .open(path)
+            .with_context(|| format!("cannot open '{}' for writing", path.display()))?;
+        Ok(FileSink { file })
+    }
+}
+
+impl BlockSink for FileSink {
+    fn write_block(&mut self, b: u64, data: &[u8]) -> std::io::Result<()> {
+        debug_assert_eq!(data.len(), BLOCK_SIZE);
+        self.file.write_all_at(data, b * BLOCK_SIZE as u64)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// An in-memory image, for tests: writes land in `image`; after `limit`
+/// writes every further write and flush fails, as if power were lost.
+pub struct MemorySink<'a> {
+    pub image: &'a mut Vec<u8>,
+    pub limit: Option<usize>,
+    pub writes: usize,
+}
+
+impl BlockSink for MemorySink<'_> {
+    fn write_block(&mut self, b: u64, data: &[u8]) -> std::io::Result<()> {
+        if self.limit.is_some_and(|l| self.writes >= l) {
+            return Err(std::io::Error::other("simulated power loss"));
+        }
+        self.writes += 1;
+        let off = b as usize * BLOCK_SIZE;
+        self.image[off..off + BLOCK_SIZE].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.limit.is_some_and(|l| self.writes >= l) {
+            return Err(std::io::Error::other("simulated power loss"));
+        }
+        Ok(())
+    }
+}
