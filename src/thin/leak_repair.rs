@@ -222,11 +222,10 @@ pub fn repair_leaks(
     let mut index = vec![0u8; BLOCK_SIZE];
     let index_at = new_locations[nr_bitmaps];
     let mut meta_allocated = 0;
-    for i in 0..nr_bitmaps {
+    for (i, &at) in new_locations[..nr_bitmaps].iter().enumerate() {
         let (content, _, mut entry, allocated) =
             rebuild_bitmap(src, meta_sm, i, &computed, &wanted)?;
         meta_allocated += allocated;
-        let at = new_locations[i];
         entry.blocknr = at;
         writes.push((at, finish_block(content, at, BlockKind::Bitmap)));
         let off = INDEX_HEADER_SIZE + i * INDEX_ENTRY_SIZE;
