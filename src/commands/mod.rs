@@ -9,6 +9,7 @@ use clap::Parser;
 
 pub mod thin_check;
 pub mod thin_delta;
+pub mod thin_dump;
 pub mod thin_ls;
 pub mod thin_rmap;
 pub mod thin_trim;
@@ -33,6 +34,11 @@ pub const TOOLS: &[Tool] = &[
         name: "thin_delta",
         about: "Print the differences between two thin devices' mappings",
         run: thin_delta::run,
+    },
+    Tool {
+        name: "thin_dump",
+        about: "Dump thin metadata as XML or a human-readable listing",
+        run: thin_dump::run,
     },
     Tool {
         name: "thin_ls",

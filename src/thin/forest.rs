@@ -65,13 +65,7 @@ pub fn validate_named(src: &BlockSource, roots: &[(String, u64)]) -> Result<Fore
         } else {
             String::new()
         };
-        bail!(
-            "metadata contains errors: {}: {} (block {}, keys {}){more}",
-            d.tree,
-            d.damage,
-            d.block(),
-            d.keys
-        );
+        bail!("metadata contains errors: {d}{more}");
     }
     Ok(Forest {
         leaves: leaves.blocks.into_inner().unwrap(),

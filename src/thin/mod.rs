@@ -6,6 +6,7 @@ pub mod check;
 pub mod delta;
 pub mod device_details;
 pub mod devices;
+pub mod dump;
 pub mod forest;
 pub mod leak_repair;
 pub mod ls;

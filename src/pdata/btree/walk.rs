@@ -100,6 +100,26 @@ impl NodeDamage {
     }
 }
 
+/// `tree: node error: reason PATH (block B, keys [a..b])`: the reference
+/// tools' wording and encoded node path, then the location in plain words.
+impl std::fmt::Display for NodeDamage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, reason) = match &self.damage {
+            Damage::BadValues(what) => ("value error", what.clone()),
+            Damage::UnevenDepth => ("context error", self.damage.to_string()),
+            other => ("node error", other.to_string()),
+        };
+        write!(
+            f,
+            "{}: {kind}: {reason} {} (block {}, keys {})",
+            self.tree,
+            crate::pdata::node_path::encode(&self.path),
+            self.block(),
+            self.keys
+        )
+    }
+}
+
 /// What a tree's leaves hold, and what to do with them.
 pub trait LeafVisitor: Sync {
     /// Called once per distinct, valid leaf. `tree` names the first tree

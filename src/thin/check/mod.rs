@@ -285,7 +285,7 @@ impl<'a> Checker<'a> {
                 );
                 let damage = walker.take_findings();
                 if let Some(first) = damage.first() {
-                    snap_error = Some(format!("metadata snap: {}", render_node_damage(first)));
+                    snap_error = Some(format!("metadata snap: {}", first));
                     for d in &damage {
                         self.result.findings.push(node_finding(d, None));
                     }
@@ -511,29 +511,8 @@ impl<'a> Checker<'a> {
     }
 }
 
-/// `tree: node error: reason PATH` as the reference tools print it.
-fn render_node_damage(d: &NodeDamage) -> String {
-    use crate::pdata::btree::walk::Damage;
-    let kind = match &d.damage {
-        Damage::BadValues(_) => "value error",
-        Damage::UnevenDepth => "context error",
-        _ => "node error",
-    };
-    let reason = match &d.damage {
-        Damage::BadValues(what) => what.clone(),
-        other => other.to_string(),
-    };
-    format!(
-        "{}: {kind}: {reason} {} (block {}, keys {})",
-        d.tree,
-        node_path::encode(&d.path),
-        d.block(),
-        d.keys
-    )
-}
-
 fn node_finding(d: &NodeDamage, device: Option<u64>) -> Finding {
-    Finding::fatal("node_damage", render_node_damage(d)).at(Location {
+    Finding::fatal("node_damage", d.to_string()).at(Location {
         tree: Some(d.tree.clone()),
         device,
         block: Some(d.block()),

@@ -1,0 +1,211 @@
+//! thin_dump's engine: metadata to XML (or a human-readable listing).
+//!
+//! The trees are validated first (the checker's walker), then each
+//! selected device's leaves are listed in key order and the runs of
+//! leaves devices share are found (see `sharing`). Output is assembled
+//! as units (tags, and leaf sequences to format); the leaf sequences of a
+//! window of units are formatted in parallel and written in order.
+
+pub mod format;
+pub mod sharing;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::{anyhow, bail, Result};
+use rayon::prelude::*;
+
+use crate::io::BlockSource;
+use crate::pdata::btree::node::NodeView;
+use crate::thin::block_time::BlockTime;
+use crate::thin::device_details::DeviceDetails;
+use crate::thin::devices::read_devices_strict;
+use crate::thin::forest::{self, ordered_leaves};
+use crate::thin::superblock::Superblock;
+
+pub use format::{Format, Header, Run};
+use sharing::Segment;
+
+#[derive(Clone, Debug)]
+pub struct DumpOptions {
+    pub format: Format,
+    pub metadata_snap: bool,
+    pub skip_mappings: bool,
+    /// Only these devices (all when None).
+    pub dev_ids: Option<Vec<u64>>,
+    /// Write every device's mappings in full, without `<def>`/`<ref>`.
+    pub flat: bool,
+    pub transaction_id: Option<u64>,
+    pub data_block_size: Option<u32>,
+    pub nr_data_blocks: Option<u64>,
+}
+
+/// Units formatted per window; bounds memory on large pools.
+const WINDOW: usize = 256;
+
+enum Unit {
+    Text(Vec<u8>),
+    Leaves(Vec<u64>),
+}
+
+/// The superblock a dump describes: the live one with overrides, or the
+/// metadata snapshot's copy as it is.
+pub fn select_superblock(src: &BlockSource, opts: &DumpOptions) -> Result<Superblock> {
+    let live = Superblock::read(src, 0).map_err(|e| anyhow!("bad checksum in superblock ({e})"))?;
+    if opts.metadata_snap {
+        if live.metadata_snap == 0 {
+            bail!("no current metadata snap");
+        }
+        return Superblock::read(src, live.metadata_snap)
+            .map_err(|e| anyhow!("metadata snap: bad checksum in superblock ({e})"));
+    }
+    let mut sb = live;
+    if let Some(t) = opts.transaction_id {
+        sb.transaction_id = sb.transaction_id.max(t);
+    }
+    if let Some(s) = opts.data_block_size {
+        sb.data_block_size = s;
+    }
+    if let Some(n) = opts.nr_data_blocks {
+        sb.data_sm_root.nr_blocks = sb.data_sm_root.nr_blocks.max(n);
+    }
+    Ok(sb)
+}
+
+pub fn dump(src: &BlockSource, opts: &DumpOptions, out: &mut dyn Write) -> Result<()> {
+    let sb = select_superblock(src, opts)?;
+    let header = Header {
+        time: sb.time,
+        transaction: sb.transaction_id,
+        flags: sb.flags & crate::thin::superblock::NEEDS_CHECK,
+        version: sb.version,
+        data_block_size: sb.data_block_size,
+        nr_data_blocks: sb.data_sm_root.nr_blocks,
+    };
+    let fmt = opts.format;
+    let (roots, details) = read_devices_strict(src, sb.mapping_root, sb.details_root)?;
+    let selected: Vec<(u64, DeviceDetails)> = details
+        .iter()
+        .filter(|(id, _)| opts.dev_ids.as_ref().is_none_or(|ids| ids.contains(id)))
+        .map(|(id, d)| (*id, *d))
+        .collect();
+
+    let mut units = Vec::new();
+    let mut text = Vec::new();
+    fmt.begin(&header, &mut text);
+    if opts.skip_mappings {
+        for (id, d) in &selected {
+            fmt.begin_device(*id, d, &mut text);
+            fmt.end_device(&mut text);
+        }
+    } else {
+        let device_roots = device_roots(&selected, &roots)?;
+        let named: Vec<(String, u64)> = device_roots
+            .iter()
+            .map(|(id, r)| (format!("device {id}"), *r))
+            .collect();
+        forest::validate_named(src, &named)?;
+        let sequences: Vec<Vec<u64>> = device_roots
+            .par_iter()
+            .map(|(_, r)| ordered_leaves(src, *r))
+            .collect();
+        let share = if opts.flat {
+            sharing::Sharing {
+                defs: Vec::new(),
+                devices: sequences
+                    .into_iter()
+                    .map(|s| vec![Segment::Inline(s)])
+                    .collect(),
+            }
+        } else {
+            sharing::analyse(&sequences)
+        };
+        for def in share.defs.iter() {
+            fmt.begin_def(def[0], &mut text);
+            units.push(Unit::Text(std::mem::take(&mut text)));
+            units.push(Unit::Leaves(def.clone()));
+            fmt.end_def(&mut text);
+        }
+        for ((id, d), segments) in selected.iter().zip(&share.devices) {
+            fmt.begin_device(*id, d, &mut text);
+            for seg in segments {
+                match seg {
+                    Segment::Shared(i) => fmt.reference(share.defs[*i][0], &mut text),
+                    Segment::Inline(leaves) => {
+                        units.push(Unit::Text(std::mem::take(&mut text)));
+                        units.push(Unit::Leaves(leaves.clone()));
+                    }
+                }
+            }
+            fmt.end_device(&mut text);
+        }
+    }
+    fmt.end(&mut text);
+    units.push(Unit::Text(text));
+
+    for window in units.chunks(WINDOW) {
+        let parts: Vec<Vec<u8>> = window
+            .par_iter()
+            .map(|u| match u {
+                Unit::Text(t) => t.clone(),
+                Unit::Leaves(leaves) => format_leaves(src, fmt, leaves),
+            })
+            .collect();
+        for p in parts {
+            out.write_all(&p)?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn device_roots(
+    selected: &[(u64, DeviceDetails)],
+    roots: &BTreeMap<u64, u64>,
+) -> Result<Vec<(u64, u64)>> {
+    selected
+        .iter()
+        .map(|(id, _)| {
+            roots
+                .get(id)
+                .map(|r| (*id, *r))
+                .ok_or_else(|| anyhow!("device {id} has details but no mapping tree"))
+        })
+        .collect()
+}
+
+/// The mappings of consecutive leaves as merged runs, formatted.
+fn format_leaves(src: &BlockSource, fmt: Format, leaves: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(leaves.len() * 4096);
+    let mut run: Option<Run> = None;
+    for &leaf in leaves {
+        let Ok(data) = src.block(leaf) else { continue };
+        let node = NodeView::new(data);
+        for (virt, v) in node.entries_u64() {
+            let bt = BlockTime::unpack(v);
+            match run.as_mut() {
+                Some(r)
+                    if r.virt + r.len == virt
+                        && r.data + r.len == bt.block
+                        && r.time == bt.time =>
+                {
+                    r.len += 1
+                }
+                _ => {
+                    if let Some(done) = run.replace(Run {
+                        virt,
+                        data: bt.block,
+                        len: 1,
+                        time: bt.time,
+                    }) {
+                        fmt.run(&done, &mut out);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(done) = run {
+        fmt.run(&done, &mut out);
+    }
+    out
+}
