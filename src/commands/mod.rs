@@ -11,6 +11,7 @@ pub mod thin_check;
 pub mod thin_delta;
 pub mod thin_dump;
 pub mod thin_ls;
+pub mod thin_restore;
 pub mod thin_rmap;
 pub mod thin_trim;
 
@@ -44,6 +45,11 @@ pub const TOOLS: &[Tool] = &[
         name: "thin_ls",
         about: "List thin devices with mapped, exclusive and shared blocks",
         run: thin_ls::run,
+    },
+    Tool {
+        name: "thin_restore",
+        about: "Build binary thin metadata from XML",
+        run: thin_restore::run,
     },
     Tool {
         name: "thin_rmap",

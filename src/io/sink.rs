@@ -18,10 +18,16 @@ pub trait BlockSink {
     fn flush(&mut self) -> std::io::Result<()>;
 }
 
-/// A metadata file or block device opened for writing.
+/// A metadata file or block device opened for writing. Runs of
+/// consecutive blocks are gathered and written together.
 pub struct FileSink {
     file: File,
+    pending: Vec<u8>,
+    pending_start: u64,
 }
+
+/// Bytes gathered before a write goes out.
+const GATHER: usize = 4 << 20;
 
 impl FileSink {
     /// Opens `path` read-write; block devices exclusively, so a device an
@@ -39,17 +45,51 @@ impl FileSink {
         let file = open
             .open(path)
             .with_context(|| format!("cannot open '{}' for writing", path.display()))?;
-        Ok(FileSink { file })
+        Ok(FileSink {
+            file,
+            pending: Vec::new(),
+            pending_start: 0,
+        })
+    }
+
+    /// Size of the file or device in bytes.
+    pub fn len(&self) -> Result<u64> {
+        let meta = self.file.metadata()?;
+        if meta.file_type().is_block_device() {
+            super::source::block_device_size(&self.file)
+        } else {
+            Ok(meta.len())
+        }
+    }
+
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    fn write_pending(&mut self) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            self.file
+                .write_all_at(&self.pending, self.pending_start * BLOCK_SIZE as u64)?;
+            self.pending.clear();
+        }
+        Ok(())
     }
 }
 
 impl BlockSink for FileSink {
     fn write_block(&mut self, b: u64, data: &[u8]) -> std::io::Result<()> {
         debug_assert_eq!(data.len(), BLOCK_SIZE);
-        self.file.write_all_at(data, b * BLOCK_SIZE as u64)
+        let next = self.pending_start + (self.pending.len() / BLOCK_SIZE) as u64;
+        if self.pending.is_empty() || b != next || self.pending.len() >= GATHER {
+            self.write_pending()?;
+            self.pending_start = b;
+        }
+        self.pending.extend_from_slice(data);
+        Ok(())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
+        self.write_pending()?;
         self.file.sync_data()
     }
 }
@@ -73,10 +113,8 @@ impl BlockSink for MemorySink<'_> {
         Ok(())
     }
 
+    /// Writes land at once; only refused writes are lost.
     fn flush(&mut self) -> std::io::Result<()> {
-        if self.limit.is_some_and(|l| self.writes >= l) {
-            return Err(std::io::Error::other("simulated power loss"));
-        }
         Ok(())
     }
 }

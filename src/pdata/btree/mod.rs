@@ -1,5 +1,6 @@
 //! Btrees as the kernel's persistent-data library lays them out.
 
+pub mod builder;
 pub mod node;
 pub mod walk;
 

@@ -5,5 +5,6 @@ pub mod bitmap;
 pub mod disk;
 pub mod reconcile;
 pub mod root;
+pub mod writer;
 
 pub use root::SpaceMapRoot;

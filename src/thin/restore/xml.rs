@@ -1,0 +1,446 @@
+//! Reading thin XML as a stream of items, one element at a time, with
+//! every attribute checked: known, present when required, and a decimal
+//! number of the right width. Positions are byte offsets; `locate` turns
+//! one into a line and column for messages.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::Reader;
+
+/// A problem at a byte offset of the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XmlError {
+    pub offset: u64,
+    pub message: String,
+}
+
+pub type XmlResult<T> = Result<T, XmlError>;
+
+fn err<T>(offset: u64, message: impl Into<String>) -> XmlResult<T> {
+    Err(XmlError {
+        offset,
+        message: message.into(),
+    })
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SuperblockAttrs {
+    pub uuid: String,
+    pub time: u32,
+    pub transaction: u64,
+    pub flags: u32,
+    pub version: u32,
+    pub data_block_size: u32,
+    pub nr_data_blocks: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceAttrs {
+    pub dev_id: u32,
+    pub mapped_blocks: u64,
+    pub transaction: u64,
+    pub creation_time: u32,
+    pub snap_time: u32,
+}
+
+/// `len` virtual blocks from `virt` map to data blocks from `data`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MappingRun {
+    pub virt: u64,
+    pub data: u64,
+    pub len: u64,
+    pub time: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Item {
+    Superblock(SuperblockAttrs),
+    EndSuperblock,
+    Def(String),
+    EndDef,
+    Device(DeviceAttrs),
+    EndDevice,
+    Mapping(MappingRun),
+    Ref(String),
+}
+
+/// The largest block number a mapping can hold (40 bits beside the
+/// 24-bit time in a 64-bit value).
+pub const MAX_DATA_BLOCK: u64 = (1 << 40) - 1;
+pub const MAX_TIME: u32 = (1 << 24) - 1;
+
+pub struct XmlItems<R: BufRead> {
+    reader: Reader<R>,
+    buf: Vec<u8>,
+}
+
+impl XmlItems<BufReader<File>> {
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        Ok(Self::new(BufReader::with_capacity(
+            1 << 20,
+            File::open(path)?,
+        )))
+    }
+}
+
+impl<R: BufRead> XmlItems<R> {
+    pub fn new(input: R) -> Self {
+        let mut reader = Reader::from_reader(input);
+        reader.config_mut().check_end_names = true;
+        XmlItems {
+            reader,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next item and the byte offset where it starts; None at the end.
+    pub fn next_item(&mut self) -> XmlResult<Option<(Item, u64)>> {
+        loop {
+            let at = self.reader.buffer_position();
+            self.buf.clear();
+            let event = match self.reader.read_event_into(&mut self.buf) {
+                Ok(e) => e,
+                Err(e) => return err(self.reader.error_position(), format!("parse error: {e}")),
+            };
+            let item = match event {
+                Event::Eof => return Ok(None),
+                Event::Text(_) | Event::Comment(_) => continue,
+                Event::Start(e) => start_item(&e, at, false)?,
+                Event::Empty(e) => start_item(&e, at, true)?,
+                Event::End(e) => match e.name().into_inner() {
+                    "superblock" => Item::EndSuperblock,
+                    "def" => Item::EndDef,
+                    "device" => Item::EndDevice,
+                    other => return err(at, format!("unknown end tag '</{other}>'")),
+                },
+                Event::Decl(_) => return err(at, "unsupported element: XML declaration"),
+                Event::DocType(_) => return err(at, "unsupported element: DOCTYPE"),
+                Event::PI(_) => return err(at, "unsupported element: processing instruction"),
+                Event::CData(_) => return err(at, "unsupported element: CDATA section"),
+                Event::GeneralRef(_) => return err(at, "unsupported element: entity reference"),
+            };
+            return Ok(Some((item, at)));
+        }
+    }
+}
+
+/// Attribute values of one element, checked against what it allows.
+struct Attrs {
+    tag: &'static str,
+    values: Vec<(&'static str, Option<String>)>,
+    at: u64,
+}
+
+impl Attrs {
+    fn read(
+        e: &BytesStart,
+        tag: &'static str,
+        allowed: &[&'static str],
+        at: u64,
+    ) -> XmlResult<Attrs> {
+        let mut values: Vec<(&'static str, Option<String>)> =
+            allowed.iter().map(|a| (*a, None)).collect();
+        for attr in e.attributes() {
+            let attr = match attr {
+                Ok(a) => a,
+                Err(e) => return err(at, format!("parse error in <{tag}> attributes: {e}")),
+            };
+            let key = attr.key.into_inner().to_string();
+            let Some(slot) = values.iter_mut().find(|(n, _)| *n == key) else {
+                return err(at, format!("unknown attribute '{key}' in <{tag}>"));
+            };
+            if slot.1.is_some() {
+                return err(at, format!("attribute '{key}' given twice in <{tag}>"));
+            }
+            slot.1 = Some(attr.value.to_string());
+        }
+        Ok(Attrs { tag, values, at })
+    }
+
+    fn raw(&self, name: &str) -> Option<&str> {
+        self.values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    fn string(&self, name: &str) -> XmlResult<String> {
+        match self.raw(name) {
+            Some(v) => Ok(v.to_string()),
+            None => err(
+                self.at,
+                format!("missing attribute '{name}' in <{}>", self.tag),
+            ),
+        }
+    }
+
+    fn number<T: std::str::FromStr>(&self, name: &str, width: &str) -> XmlResult<T> {
+        let v = self.string(name)?;
+        self.parse(name, &v, width)
+    }
+
+    fn optional<T: std::str::FromStr>(&self, name: &str, width: &str) -> XmlResult<Option<T>> {
+        match self.raw(name) {
+            None => Ok(None),
+            Some(v) => self.parse(name, v, width).map(Some),
+        }
+    }
+
+    fn parse<T: std::str::FromStr>(&self, name: &str, v: &str, width: &str) -> XmlResult<T> {
+        if v.is_empty() || !v.bytes().all(|c| c.is_ascii_digit()) {
+            return err(
+                self.at,
+                format!(
+                    "attribute '{name}' of <{}> is not a decimal number: '{v}'",
+                    self.tag
+                ),
+            );
+        }
+        v.parse().or_else(|_| {
+            err(
+                self.at,
+                format!(
+                    "attribute '{name}' of <{}> does not fit {width}: '{v}'",
+                    self.tag
+                ),
+            )
+        })
+    }
+}
+
+fn start_item(e: &BytesStart, at: u64, empty: bool) -> XmlResult<Item> {
+    let name = e.name();
+    let container = |tag: &str| -> XmlResult<()> {
+        if empty {
+            return err(at, format!("<{tag}/> must have an end tag"));
+        }
+        Ok(())
+    };
+    let leaf = |tag: &str| -> XmlResult<()> {
+        if !empty {
+            return err(
+                at,
+                format!("<{tag}> must be written self-closing (<{tag} .../>)"),
+            );
+        }
+        Ok(())
+    };
+    match name.into_inner() {
+        "superblock" => {
+            container("superblock")?;
+            let a = Attrs::read(
+                e,
+                "superblock",
+                &[
+                    "uuid",
+                    "time",
+                    "transaction",
+                    "flags",
+                    "version",
+                    "data_block_size",
+                    "nr_data_blocks",
+                    "metadata_snap",
+                ],
+                at,
+            )?;
+            let _: Option<u64> = a.optional("metadata_snap", "64 bits")?;
+            Ok(Item::Superblock(SuperblockAttrs {
+                uuid: a.string("uuid")?,
+                time: a.number("time", "32 bits")?,
+                transaction: a.number("transaction", "64 bits")?,
+                flags: a.optional("flags", "32 bits")?.unwrap_or(0),
+                version: a.optional("version", "32 bits")?.unwrap_or(2),
+                data_block_size: a.number("data_block_size", "32 bits")?,
+                nr_data_blocks: a.number("nr_data_blocks", "64 bits")?,
+            }))
+        }
+        "def" => {
+            container("def")?;
+            let a = Attrs::read(e, "def", &["name"], at)?;
+            Ok(Item::Def(a.string("name")?))
+        }
+        "device" => {
+            container("device")?;
+            let a = Attrs::read(
+                e,
+                "device",
+                &[
+                    "dev_id",
+                    "mapped_blocks",
+                    "transaction",
+                    "creation_time",
+                    "snap_time",
+                ],
+                at,
+            )?;
+            Ok(Item::Device(DeviceAttrs {
+                dev_id: a.number("dev_id", "32 bits")?,
+                mapped_blocks: a.number("mapped_blocks", "64 bits")?,
+                transaction: a.number("transaction", "64 bits")?,
+                creation_time: a.number("creation_time", "32 bits")?,
+                snap_time: a.number("snap_time", "32 bits")?,
+            }))
+        }
+        "single_mapping" => {
+            leaf("single_mapping")?;
+            let a = Attrs::read(
+                e,
+                "single_mapping",
+                &["origin_block", "data_block", "time"],
+                at,
+            )?;
+            mapping(
+                at,
+                a.number("origin_block", "64 bits")?,
+                a.number("data_block", "64 bits")?,
+                1,
+                a.number("time", "32 bits")?,
+            )
+        }
+        "range_mapping" => {
+            leaf("range_mapping")?;
+            let a = Attrs::read(
+                e,
+                "range_mapping",
+                &["origin_begin", "data_begin", "length", "time"],
+                at,
+            )?;
+            mapping(
+                at,
+                a.number("origin_begin", "64 bits")?,
+                a.number("data_begin", "64 bits")?,
+                a.number("length", "64 bits")?,
+                a.number("time", "32 bits")?,
+            )
+        }
+        "ref" => {
+            leaf("ref")?;
+            let a = Attrs::read(e, "ref", &["name"], at)?;
+            Ok(Item::Ref(a.string("name")?))
+        }
+        other => {
+            let kind = if empty {
+                "unknown empty element"
+            } else {
+                "unknown start tag"
+            };
+            err(at, format!("{kind} '<{other}>'"))
+        }
+    }
+}
+
+fn mapping(at: u64, virt: u64, data: u64, len: u64, time: u32) -> XmlResult<Item> {
+    if len == 0 {
+        return err(at, "a range_mapping of length 0");
+    }
+    if virt.checked_add(len).is_none() {
+        return err(
+            at,
+            format!("virtual blocks {virt} + {len} overflow 64 bits"),
+        );
+    }
+    if data
+        .checked_add(len - 1)
+        .is_none_or(|last| last > MAX_DATA_BLOCK)
+    {
+        return err(
+            at,
+            format!("data blocks from {data} (length {len}) exceed the 40-bit limit of a mapping"),
+        );
+    }
+    if time > MAX_TIME {
+        return err(
+            at,
+            format!("time {time} exceeds the 24-bit limit of a mapping"),
+        );
+    }
+    Ok(Item::Mapping(MappingRun {
+        virt,
+        data,
+        len,
+        time,
+    }))
+}
+
+/// Line and column (both from 1) of a byte offset in the file.
+pub fn locate(path: &Path, offset: u64) -> (u64, u64) {
+    let Ok(file) = File::open(path) else {
+        return (0, 0);
+    };
+    let mut line = 1;
+    let mut col = 1;
+    let mut left = offset;
+    let mut reader = BufReader::new(file.take(offset));
+    let mut buf = [0u8; 1 << 16];
+    while left > 0 {
+        let n = match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for &c in &buf[..n] {
+            if c == b'\n' {
+                line += 1;
+                col = 1;
+            } else {
+                col += 1;
+            }
+        }
+        left -= n as u64;
+    }
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(text: &str) -> XmlResult<Vec<Item>> {
+        let mut r = XmlItems::new(text.as_bytes());
+        let mut out = Vec::new();
+        while let Some((i, _)) = r.next_item()? {
+            out.push(i);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn reads_a_small_pool() {
+        let got = items(
+            "<superblock uuid=\"\" time=\"1\" transaction=\"2\" data_block_size=\"128\" nr_data_blocks=\"100\">\n\
+             <!-- a comment -->\n\
+             <device dev_id=\"3\" mapped_blocks=\"2\" transaction=\"0\" creation_time=\"0\" snap_time=\"0\">\n\
+             <range_mapping origin_begin=\"0\" data_begin=\"5\" length=\"2\" time=\"0\"/>\n\
+             </device></superblock>",
+        )
+        .unwrap();
+        assert_eq!(got.len(), 5);
+        assert_eq!(
+            got[2],
+            Item::Mapping(MappingRun {
+                virt: 0,
+                data: 5,
+                len: 2,
+                time: 0
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_what_is_not_thin_xml() {
+        for (text, want) in [
+            ("<?xml version=\"1.0\"?><superblock/>", "XML declaration"),
+            ("<superblock uuid=\"\" colour=\"red\">", "unknown attribute 'colour' in <superblock>"),
+            ("<superblock uuid=\"\" time=\"x\">", "not a decimal number"),
+            ("<device dev_id=\"4294967296\" mapped_blocks=\"0\" transaction=\"0\" creation_time=\"0\" snap_time=\"0\">", "does not fit 32 bits"),
+            ("<def/>", "must have an end tag"),
+            ("<blob/>", "unknown empty element '<blob>'"),
+            ("<single_mapping origin_block=\"1\" data_block=\"2\"/>", "missing attribute 'time'"),
+        ] {
+            let e = items(text).unwrap_err();
+            assert!(e.message.contains(want), "{text}: {}", e.message);
+        }
+    }
+}
