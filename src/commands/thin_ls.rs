@@ -274,7 +274,8 @@ mod tests {
         assert_eq!(compact(4194304), "4096KiB");
         assert_eq!(compact(512), "512b");
         assert_eq!(compact(8192), "8192b");
-        assert_eq!(compact(8193 * 1024), "8193KiB");
+        assert_eq!(compact(8192 * 1024), "8192KiB");
+        assert_eq!(compact(8193 * 1024), "8MiB");
         assert_eq!(compact(1 << 40), "1024GiB");
     }
 }
