@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use common::*;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 #[test]
@@ -27,7 +29,15 @@ fn images_check_clean_and_dump_back_to_their_xml() {
 #[test]
 fn snapshots_share_their_sections_on_disk() {
     let img = fixture("snapshots.bin.gz");
-    let o = run("thin_ls", &["--no-headers", "-o", "DEV,MAPPED_BLOCKS,EXCLUSIVE_BLOCKS,SHARED_BLOCKS", img.to_str().unwrap()]);
+    let o = run(
+        "thin_ls",
+        &[
+            "--no-headers",
+            "-o",
+            "DEV,MAPPED_BLOCKS,EXCLUSIVE_BLOCKS,SHARED_BLOCKS",
+            img.to_str().unwrap(),
+        ],
+    );
     assert_eq!(
         stdout(&o),
         "1 3574   0 3574 \n2 3574 568 3006 \n3 3574 512 3062 \n"

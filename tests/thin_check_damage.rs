@@ -346,3 +346,48 @@ fn skip_mappings_does_not_read_device_trees() {
     assert_eq!(out, "TRANSACTION_ID=21\nMETADATA_FREE_BLOCKS=16096\n");
     assert_eq!(err, "Checking thin metadata\ndevice details tree\n");
 }
+
+#[test]
+fn under_populated_internal_node_is_reported_unless_relaxed() {
+    let s = Scratch::new("dmg-underpop");
+    let xml_path = s.path("big.xml");
+    std::fs::write(
+        &xml_path,
+        "<superblock uuid=\"\" time=\"0\" transaction=\"1\" data_block_size=\"128\" nr_data_blocks=\"200000\">\n\
+         <device dev_id=\"1\" mapped_blocks=\"100000\" transaction=\"0\" creation_time=\"0\" snap_time=\"0\">\n\
+         <range_mapping origin_begin=\"0\" data_begin=\"0\" length=\"100000\" time=\"0\"/>\n\
+         </device>\n</superblock>",
+    )
+    .unwrap();
+    let meta = s.path("meta");
+    std::fs::File::create(&meta)
+        .unwrap()
+        .set_len(4 << 20)
+        .unwrap();
+    let o = run(
+        "thin_restore",
+        &[
+            "-i",
+            xml_path.to_str().unwrap(),
+            "-o",
+            meta.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let mut image = Image::new(std::fs::read(&meta).unwrap());
+    let (_, root) = image.device_roots()[0];
+    let child = dmpd::pdata::btree::node::NodeView::new(image.block(root)).value_u64(0);
+    assert!(!dmpd::pdata::btree::node::NodeView::new(image.block(child)).is_leaf());
+    image.set_nr_entries(child, 10);
+    let (exit, _, err) = check(&s, &image, &[]);
+    assert_eq!(exit, 64);
+    assert_has(
+        &err,
+        "device 1: node error: nr_entries < max_entries / 3 (10 of 252 in a non-root node)",
+    );
+    assert_has(&err, &format!("(block {child},"));
+    let (exit, _, err) = check(&s, &image, &["--ignore-non-fatal-errors"]);
+    assert_eq!(exit, 64, "the lost mappings still fail the check");
+    assert!(!err.contains("max_entries / 3"), "{err}");
+    assert_has(&err, "mappings, but its details record 100000");
+}

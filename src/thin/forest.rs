@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 
 use crate::io::BlockSource;
 use crate::pdata::btree::node::NodeView;
-use crate::pdata::btree::walk::{Damage, LeafVisitor, SubtreeSummary, Walker};
+use crate::pdata::btree::walk::{Damage, LeafVisitor, SubtreeSummary, TreeSpec, Walker};
 use crate::pdata::refcount::RefCounter;
 
 /// Value size of mapping-tree leaves (a packed block/time).
@@ -53,7 +53,7 @@ pub fn validate_named(src: &BlockSource, roots: &[(String, u64)]) -> Result<Fore
         .iter()
         .map(|(name, root)| (name.clone(), *root, vec![]))
         .collect();
-    walker.walk_many(&trees, MAPPING_VALUE_SIZE, &leaves);
+    walker.walk_many(&trees, TreeSpec::MAPPING, &leaves);
     let mut internals = HashMap::new();
     for (name, root) in roots {
         walker.summarise(name, *root, &mut internals);

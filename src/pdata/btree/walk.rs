@@ -63,6 +63,12 @@ pub enum Damage {
     UnevenDepth,
     /// The node is sound but some of its values are not.
     BadValues(String),
+    /// A non-root node less than a third full (checked unless
+    /// `--ignore-non-fatal-errors`, as the reference tools do).
+    Underpopulated {
+        nr_entries: u32,
+        max_entries: u32,
+    },
 }
 
 impl std::fmt::Display for Damage {
@@ -78,6 +84,13 @@ impl std::fmt::Display for Damage {
             }
             Damage::UnevenDepth => write!(f, "btree nodes are not all at the same depth"),
             Damage::BadValues(what) => write!(f, "value error: {what}"),
+            Damage::Underpopulated {
+                nr_entries,
+                max_entries,
+            } => write!(
+                f,
+                "nr_entries < max_entries / 3 ({nr_entries} of {max_entries} in a non-root node)"
+            ),
         }
     }
 }
@@ -118,6 +131,36 @@ impl std::fmt::Display for NodeDamage {
             self.keys
         )
     }
+}
+
+/// Which nodes of a tree must be at least a third full (the kernel keeps
+/// them so; mapping-tree leaves are exempt, as in the reference tools).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fill {
+    AllNodes,
+    InternalNodes,
+}
+
+/// The shape of a tree: its leaves' value size and fill rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TreeSpec {
+    pub value_size: u32,
+    pub fill: Fill,
+}
+
+impl TreeSpec {
+    pub const fn new(value_size: u32) -> TreeSpec {
+        TreeSpec {
+            value_size,
+            fill: Fill::AllNodes,
+        }
+    }
+
+    /// A device's mapping tree (8-byte block/time values).
+    pub const MAPPING: TreeSpec = TreeSpec {
+        value_size: 8,
+        fill: Fill::InternalNodes,
+    };
 }
 
 /// What a tree's leaves hold, and what to do with them.
@@ -229,11 +272,11 @@ impl<'a> Walker<'a> {
         tree: &str,
         root: u64,
         path: &[u64],
-        value_size: u32,
+        spec: TreeSpec,
         visitor: &V,
     ) {
         rayon::scope(|s| {
-            self.arrive(s, tree, root, path, KeyRange::ALL, value_size, visitor);
+            self.arrive(s, tree, root, path, KeyRange::ALL, spec, visitor);
         });
     }
 
@@ -241,13 +284,13 @@ impl<'a> Walker<'a> {
     pub fn walk_many<V: LeafVisitor>(
         &self,
         trees: &[(String, u64, Vec<u64>)],
-        value_size: u32,
+        spec: TreeSpec,
         visitor: &V,
     ) {
         rayon::scope(|s| {
             for (tree, root, path) in trees {
                 s.spawn(move |s| {
-                    self.arrive(s, tree, *root, path, KeyRange::ALL, value_size, visitor);
+                    self.arrive(s, tree, *root, path, KeyRange::ALL, spec, visitor);
                 });
             }
         });
@@ -271,7 +314,7 @@ impl<'a> Walker<'a> {
         block: u64,
         parent_path: &[u64],
         keys: KeyRange,
-        value_size: u32,
+        spec: TreeSpec,
         visitor: &'s V,
     ) {
         let mut path = Vec::with_capacity(parent_path.len() + 1);
@@ -291,7 +334,7 @@ impl<'a> Walker<'a> {
         if self.visited.insert(block) {
             self.nodes_visited.fetch_add(1, Ordering::Relaxed);
             self.progress.inc(1);
-            match self.first_visit(block, value_size) {
+            match self.first_visit(block, spec, parent_path.is_empty()) {
                 Err(damage) => {
                     self.damaged.lock().unwrap().insert(block, damage.clone());
                     self.record(tree, path, keys, damage);
@@ -305,7 +348,7 @@ impl<'a> Walker<'a> {
                             }
                         }
                         NodeKind::Internal => {
-                            self.descend(scope, tree, node, &path, keys, value_size, visitor);
+                            self.descend(scope, tree, node, &path, keys, spec, visitor);
                         }
                     }
                 }
@@ -323,15 +366,30 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn first_visit(&self, block: u64, value_size: u32) -> Result<(NodeView<'a>, NodeKind), Damage> {
+    fn first_visit(
+        &self,
+        block: u64,
+        spec: TreeSpec,
+        is_root: bool,
+    ) -> Result<(NodeView<'a>, NodeKind), Damage> {
         let data = self
             .src
             .checked(block, BlockKind::BtreeNode)
             .map_err(Damage::Block)?;
         let node = NodeView::new(data);
         let kind = node
-            .validate(value_size, self.strict)
+            .validate(spec.value_size, self.strict)
             .map_err(Damage::Node)?;
+        let fill_checked = match spec.fill {
+            Fill::AllNodes => true,
+            Fill::InternalNodes => kind == NodeKind::Internal,
+        };
+        if self.strict && !is_root && fill_checked && node.nr_entries() < node.max_entries() / 3 {
+            return Err(Damage::Underpopulated {
+                nr_entries: node.nr_entries(),
+                max_entries: node.max_entries(),
+            });
+        }
         Ok((node, kind))
     }
 
@@ -343,7 +401,7 @@ impl<'a> Walker<'a> {
         node: NodeView<'a>,
         path: &[u64],
         keys: KeyRange,
-        value_size: u32,
+        spec: TreeSpec,
         visitor: &'s V,
     ) {
         let n = node.nr_entries();
@@ -367,10 +425,10 @@ impl<'a> Walker<'a> {
             if is_internal {
                 let path = path.to_vec();
                 scope.spawn(move |s| {
-                    self.arrive(s, tree, child, &path, child_keys, value_size, visitor);
+                    self.arrive(s, tree, child, &path, child_keys, spec, visitor);
                 });
             } else {
-                self.arrive(scope, tree, child, path, child_keys, value_size, visitor);
+                self.arrive(scope, tree, child, path, child_keys, spec, visitor);
             }
         }
     }

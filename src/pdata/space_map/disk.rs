@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use crate::io::{BlockKind, BlockSource, BLOCK_SIZE};
 use crate::pdata::btree::node::NodeView;
-use crate::pdata::btree::walk::{Damage, LeafVisitor, NodeDamage, Walker};
+use crate::pdata::btree::walk::{Damage, LeafVisitor, NodeDamage, TreeSpec, Walker};
 
 use super::bitmap::{
     metadata_index_entry, IndexEntry, ENTRIES_PER_BITMAP, INDEX_ENTRY_SIZE, MAX_METADATA_BITMAPS,
@@ -100,7 +100,7 @@ fn read_ref_counts(walker: &Walker, which: Which, root: &SpaceMapRoot) -> HashMa
         &tree,
         root.ref_count_root,
         &[],
-        REF_COUNT_VALUE_SIZE,
+        TreeSpec::new(REF_COUNT_VALUE_SIZE),
         &counts,
     );
     counts
@@ -167,7 +167,7 @@ pub fn read_data(walker: &Walker, root: SpaceMapRoot) -> StoredSpaceMap {
         "data space map index tree",
         root.bitmap_root,
         &[],
-        INDEX_ENTRY_SIZE as u32,
+        TreeSpec::new(INDEX_ENTRY_SIZE as u32),
         &entries,
     );
     sm.bitmaps = vec![None; nr_bitmaps];

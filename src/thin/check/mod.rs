@@ -15,7 +15,7 @@ mod space_maps;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::io::{BlockSource, BLOCK_SIZE};
-use crate::pdata::btree::walk::{NodeDamage, Walker};
+use crate::pdata::btree::walk::{NodeDamage, TreeSpec, Walker};
 use crate::pdata::node_path;
 use crate::pdata::refcount::RefCounter;
 use crate::pdata::space_map::bitmap::MAX_METADATA_BLOCKS;
@@ -27,9 +27,6 @@ use crate::thin::superblock::{Superblock, SUPERBLOCK_LOCATION, THIN_MAGIC};
 
 pub use findings::{Finding, Location, Severity};
 use mappings::{MappingVisitor, NoValues, SubtreePointer, TopLevelVisitor};
-
-/// Value size of mapping-tree leaves (a packed block/time).
-const MAPPING_VALUE_SIZE: u32 = 8;
 
 #[derive(Clone, Debug, Default)]
 pub struct CheckOptions {
@@ -231,14 +228,14 @@ impl<'a> Checker<'a> {
                 "device details tree",
                 sb.details_root,
                 &[],
-                DEVICE_DETAILS_SIZE,
+                TreeSpec::new(DEVICE_DETAILS_SIZE),
                 &NoValues,
             );
             walker.walk(
                 "mapping top-level",
                 sb.mapping_root,
                 &[],
-                TOP_LEVEL_VALUE_SIZE,
+                TreeSpec::new(TOP_LEVEL_VALUE_SIZE),
                 &top_level,
             );
             let damage = walker.take_findings();
@@ -273,14 +270,14 @@ impl<'a> Checker<'a> {
                     "metadata snapshot device details tree",
                     snap_sb.details_root,
                     &[],
-                    DEVICE_DETAILS_SIZE,
+                    TreeSpec::new(DEVICE_DETAILS_SIZE),
                     &NoValues,
                 );
                 walker.walk(
                     "metadata snapshot mapping top-level",
                     snap_sb.mapping_root,
                     &[],
-                    TOP_LEVEL_VALUE_SIZE,
+                    TreeSpec::new(TOP_LEVEL_VALUE_SIZE),
                     &top_level,
                 );
                 let damage = walker.take_findings();
@@ -331,7 +328,7 @@ impl<'a> Checker<'a> {
             nr_data_blocks,
             pool_time: sb.time,
         };
-        walker.walk_many(&trees, MAPPING_VALUE_SIZE, &visitor);
+        walker.walk_many(&trees, TreeSpec::MAPPING, &visitor);
 
         let damage = walker.take_findings();
         let nr_damaged = damage.len();
