@@ -47,3 +47,23 @@ fn snapshots_share_their_sections_on_disk() {
     // the dump shares them as one run.
     assert_eq!(stdout(&d).matches("<def ").count(), 5);
 }
+
+#[test]
+fn the_metadata_snapshot_image_checks_and_dumps_both_ways() {
+    let img = fixture("snapshots_with_metadata_snap.bin.gz");
+    let p = img.to_str().unwrap();
+    for args in [vec![p], vec!["-m", p]] {
+        let o = run("thin_check", &args);
+        assert_eq!(code(&o), 0, "{args:?}: {}", stderr(&o));
+        assert_eq!(stdout(&o), "TRANSACTION_ID=5\nMETADATA_FREE_BLOCKS=985\n");
+    }
+    let live = stdout(&run("thin_dump", &[p]));
+    let snap = stdout(&run("thin_dump", &["-m", p]));
+    // The kernel's snapshot copy records no data space map.
+    assert_eq!(
+        snap,
+        live.replacen("nr_data_blocks=\"32768\"", "nr_data_blocks=\"0\"", 1)
+    );
+    let want = xml::parse(&std::fs::read_to_string(fixture("snapshots.xml")).unwrap());
+    assert_eq!(xml::parse(&live), want);
+}

@@ -11,6 +11,7 @@ pub mod thin_check;
 pub mod thin_delta;
 pub mod thin_dump;
 pub mod thin_ls;
+pub mod thin_reserve_metadata_snap;
 pub mod thin_restore;
 pub mod thin_rmap;
 pub mod thin_trim;
@@ -45,6 +46,11 @@ pub const TOOLS: &[Tool] = &[
         name: "thin_ls",
         about: "List thin devices with mapped, exclusive and shared blocks",
         run: thin_ls::run,
+    },
+    Tool {
+        name: "thin_reserve_metadata_snap",
+        about: "Take a metadata snapshot of offline metadata (developer tool)",
+        run: thin_reserve_metadata_snap::run,
     },
     Tool {
         name: "thin_restore",

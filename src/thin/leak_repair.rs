@@ -151,6 +151,74 @@ pub fn repair_leaks(
     clear_needs_check: bool,
     sink: &mut dyn BlockSink,
 ) -> Result<LeakRepair> {
+    commit(
+        src,
+        counts,
+        clear_needs_check,
+        Extra::default(),
+        |_, _| {},
+        sink,
+    )
+}
+
+/// Takes a metadata snapshot as the kernel does: a copy of the superblock
+/// (its space-map roots cleared) at a free block, one more reference to
+/// the mapping and details roots, and the live superblock pointing at the
+/// copy. Leaks are repaired on the way. Returns the copy's block.
+pub fn reserve_metadata_snap(
+    src: &BlockSource,
+    counts: &Counts,
+    sink: &mut dyn BlockSink,
+) -> Result<u64> {
+    let sb = Superblock::parse(src.block(0)?);
+    if sb.metadata_snap != 0 {
+        bail!(
+            "a metadata snapshot is already held at block {}",
+            sb.metadata_snap
+        );
+    }
+    let mut copy = src.block(0)?.to_vec();
+    copy[SPACE_MAPS_START..SPACE_MAPS_END].fill(0);
+    let extra = Extra {
+        new_blocks: vec![(BlockKind::ThinSuperblock, copy)],
+        more_refs: vec![sb.mapping_root, sb.details_root],
+    };
+    let mut held = 0;
+    commit(
+        src,
+        counts,
+        false,
+        extra,
+        |sb, placed| {
+            sb.metadata_snap = placed[0];
+            held = placed[0];
+        },
+        sink,
+    )?;
+    Ok(held)
+}
+
+/// Bytes of the superblock holding the two space-map roots.
+const SPACE_MAPS_START: usize = 64;
+const SPACE_MAPS_END: usize = 320;
+
+/// Changes committed along with rewritten space maps.
+#[derive(Default)]
+struct Extra {
+    /// Blocks to place at free locations (their self-location is filled in).
+    new_blocks: Vec<(BlockKind, Vec<u8>)>,
+    /// Blocks that gain one reference each.
+    more_refs: Vec<u64>,
+}
+
+fn commit(
+    src: &BlockSource,
+    counts: &Counts,
+    clear_needs_check: bool,
+    extra: Extra,
+    edit: impl FnOnce(&mut Superblock, &[u64]),
+    sink: &mut dyn BlockSink,
+) -> Result<LeakRepair> {
     let sb_block = src.block(0)?.to_vec();
     let sb = Superblock::parse(&sb_block);
     let mut out = LeakRepair::default();
@@ -195,6 +263,14 @@ pub fn repair_leaks(
         )?;
     }
 
+    let mut placed = Vec::new();
+    for (kind, content) in extra.new_blocks {
+        let at = alloc.alloc()?;
+        writes.push((at, finish_block(content, at, kind)));
+        placed.push(at);
+    }
+    edit(&mut new_sb, &placed);
+
     // Every metadata bitmap and the index block, at new blocks.
     let meta_sm = &counts.metadata_sm;
     let nr_bitmaps = meta_sm.bitmaps.len();
@@ -216,6 +292,13 @@ pub fn repair_leaks(
     }
     for b in &new_locations {
         overrides.insert(*b, 1);
+    }
+    for b in &extra.more_refs {
+        let now = overrides
+            .get(b)
+            .copied()
+            .unwrap_or_else(|| counts.metadata_refs.get(*b));
+        overrides.insert(*b, now + 1);
     }
     let computed = |b: u64| counts.metadata_refs.get(b);
     let wanted = |b: u64| overrides.get(&b).copied().unwrap_or_else(|| computed(b));
