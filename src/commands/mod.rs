@@ -7,10 +7,13 @@ use std::path::Path;
 
 use clap::Parser;
 
+mod overwrite;
 pub mod thin_check;
 pub mod thin_delta;
 pub mod thin_dump;
 pub mod thin_ls;
+pub mod thin_metadata_pack;
+pub mod thin_metadata_unpack;
 pub mod thin_reserve_metadata_snap;
 pub mod thin_restore;
 pub mod thin_rmap;
@@ -46,6 +49,16 @@ pub const TOOLS: &[Tool] = &[
         name: "thin_ls",
         about: "List thin devices with mapped, exclusive and shared blocks",
         run: thin_ls::run,
+    },
+    Tool {
+        name: "thin_metadata_pack",
+        about: "Pack a metadata device's metadata blocks into a compressed file",
+        run: thin_metadata_pack::run,
+    },
+    Tool {
+        name: "thin_metadata_unpack",
+        about: "Expand a pack file into a metadata device or file",
+        run: thin_metadata_unpack::run,
     },
     Tool {
         name: "thin_reserve_metadata_snap",

@@ -74,6 +74,9 @@ impl BlockSource {
         if map.len() >= 2 && map[..2] == GZIP_MAGIC {
             return Self::gunzip(&map, path);
         }
+        if super::pack::is_pack(&map) {
+            return Self::unpack(&map, path);
+        }
         let len = map.len();
         Ok(Self::from_backing(Backing::File(map), len, path))
     }
@@ -118,6 +121,20 @@ impl BlockSource {
         Ok(Self::from_backing(Backing::Anon(out), len, path))
     }
 
+    /// A pack file, expanded into an anonymous mapping (untouched pages
+    /// cost nothing, so the declared size may be large).
+    fn unpack(packed: &[u8], path: &Path) -> Result<BlockSource> {
+        let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("'{}': {e}", path.display());
+        let nr_blocks = super::pack::read_header(packed).map_err(|e| fail(&e))?;
+        let len = nr_blocks as usize * BLOCK_SIZE;
+        if len == 0 {
+            return Ok(Self::from_backing(Backing::Empty, 0, path));
+        }
+        let mut out = MmapMut::map_anon(len)?;
+        super::pack::unpack_into(packed, &mut out).map_err(|e| fail(&e))?;
+        Ok(Self::from_backing(Backing::Anon(out), len, path))
+    }
+
     /// Wraps bytes already in memory (tests, unpacked images).
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<BlockSource> {
         if bytes.is_empty() {
@@ -157,6 +174,18 @@ impl BlockSource {
             Backing::Anon(m) => &m[..self.len],
             Backing::Empty => &[],
         }
+    }
+
+    /// Blocks [first, first + count) as one slice.
+    pub fn block_range(&self, first: u64, count: u64) -> Result<&[u8], BlockError> {
+        let end = first.checked_add(count).filter(|&e| e <= self.nr_blocks);
+        let Some(end) = end else {
+            return Err(BlockError::OutOfBounds {
+                block: first.saturating_add(count).saturating_sub(1),
+                nr_blocks: self.nr_blocks,
+            });
+        };
+        Ok(&self.bytes()[first as usize * BLOCK_SIZE..end as usize * BLOCK_SIZE])
     }
 
     /// The raw bytes of block `b`, unchecked.

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Benchmarks dmpd on large generated pools and writes BENCHMARKS.md.
+#
+#   bench/run.sh [m10|m50|all]     (default: all; RUNS=5 by default)
+#
+# Inputs are built once and cached in bench/cache: the XML from
+# ../shared/bench/gen_thin_xml.py, the image from dmpd's thin_restore.
+#   m10: --mappings 10000000 --snaps 8            (1 GiB metadata file)
+#   m50: --mappings 50000000 --snaps 8 --seed 2   (4 GiB metadata file)
+# Each tool runs RUNS times; the table gives the median wall time, the
+# median CPU time (user + system) and the largest peak RSS. Peak RSS
+# counts the pages of the memory-mapped metadata the tool touched, not
+# only its heap. "cold" runs drop the page cache first (root only). The
+# physical floor is a sequential read of the used part of the image.
+# Debian's thin_check/thin_dump 0.9.0 run on m10 for scale when present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+which=${1:-all}
+runs=${RUNS:-5}
+cache=bench/cache
+mkdir -p "$cache"
+cargo build --release --quiet
+dmpd=$PWD/target/release/dmpd
+gen=../shared/bench/gen_thin_xml.py
+out=BENCHMARKS.md
+rows=()
+
+build_input() {
+    local name=$1 size=$2; shift 2
+    if [ ! -s "$cache/$name.xml" ]; then
+        python3 "$gen" "$@" > "$cache/$name.xml.tmp" && mv "$cache/$name.xml.tmp" "$cache/$name.xml"
+    fi
+    if [ ! -s "$cache/$name.bin" ] || [ "$cache/$name.xml" -nt "$cache/$name.bin" ]; then
+        rm -f "$cache/$name.bin"
+        truncate -s "$size" "$cache/$name.bin"
+        "$dmpd" thin_restore -i "$cache/$name.xml" -o "$cache/$name.bin"
+    fi
+}
+
+can_drop() { [ "$(id -u)" = 0 ] && [ -w /proc/sys/vm/drop_caches ]; }
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+
+# measure LABEL MODE(warm|cold) COMMAND...: appends a table row.
+measure() {
+    local label=$1 mode=$2; shift 2
+    local walls=() cpus=() rss=0
+    for _ in $(seq "$runs"); do
+        [ "$mode" = cold ] && drop_caches
+        /usr/bin/time -o "$cache/time.out" -f "%e %U %S %M" "$@" >/dev/null 2>&1 || true
+        read -r wall user sys maxrss < "$cache/time.out"
+        walls+=("$wall")
+        cpus+=("$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')")
+        [ "$maxrss" -gt "$rss" ] && rss=$maxrss
+    done
+    local mw mc
+    mw=$(printf '%s\n' "${walls[@]}" | sort -g | sed -n "$(( (runs + 1) / 2 ))p")
+    mc=$(printf '%s\n' "${cpus[@]}" | sort -g | sed -n "$(( (runs + 1) / 2 ))p")
+    rows+=("| $label | $mode | $mw | $mc | $((rss / 1024)) |")
+    echo "$label ($mode): ${mw}s wall, ${mc}s cpu, $((rss / 1024)) MiB peak" >&2
+}
+
+used_bytes() {
+    local free total
+    free=$("$dmpd" thin_check "$1" 2>/dev/null | sed -n 's/METADATA_FREE_BLOCKS=//p')
+    total=$(( $(stat -c %s "$1") / 4096 ))
+    echo $(( (total - free) * 4096 ))
+}
+
+bench_pool() {
+    local name=$1 img=$cache/$1.bin xml=$cache/$1.xml
+    local scratch=$cache/$name.restore.bin
+    local used
+    used=$(used_bytes "$img")
+    local mib=$(( (used + 1048575) / 1048576 ))
+    measure "$name sequential read of ${mib} MiB (floor)" warm dd if="$img" of=/dev/null bs=1M count="$mib"
+    measure "$name thin_check" warm "$dmpd" thin_check -q "$img"
+    measure "$name thin_dump to a file" warm "$dmpd" thin_dump -o "$cache/$name.dump.xml" "$img"
+    measure "$name thin_ls" warm "$dmpd" thin_ls "$img"
+    measure "$name thin_delta (origin vs snapshot 1)" warm "$dmpd" thin_delta --thin1 0 --thin2 1 "$img"
+    measure "$name thin_rmap (first 1M data blocks)" warm "$dmpd" thin_rmap --region 0..1000000 "$img"
+    rm -f "$scratch"; truncate -s "$(stat -c %s "$img")" "$scratch"
+    measure "$name thin_restore ($(( $(stat -c %s "$xml") / 1048576 )) MiB XML)" warm "$dmpd" thin_restore -i "$xml" -o "$scratch"
+    rm -f "$scratch"
+    if can_drop; then
+        measure "$name sequential read of ${mib} MiB (floor)" cold dd if="$img" of=/dev/null bs=1M count="$mib"
+        measure "$name thin_check" cold "$dmpd" thin_check -q "$img"
+    fi
+    if [ "$name" = m10 ] && [ -x /usr/sbin/thin_check ]; then
+        local saved=$runs
+        runs=1
+        measure "$name Debian thin_check 0.9.0" warm /usr/sbin/thin_check -q "$img"
+        measure "$name Debian thin_dump 0.9.0 to /dev/null" warm /usr/sbin/thin_dump "$img"
+        runs=$saved
+    fi
+}
+
+if [ "$which" = m10 ] || [ "$which" = all ]; then
+    build_input m10 1G --mappings 10000000 --snaps 8
+    bench_pool m10
+fi
+if [ "$which" = m50 ] || [ "$which" = all ]; then
+    build_input m50 4G --mappings 50000000 --snaps 8 --seed 2
+    bench_pool m50
+fi
+
+{
+    echo "# Benchmarks"
+    echo
+    echo "Written by \`bench/run.sh $which\` on $(date -u +%Y-%m-%d) ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB)."
+    echo "Median of $runs runs (Debian's 0.9.0 tools: one run). CPU = user + system."
+    echo "Peak RSS includes the mapped metadata pages a tool touched."
+    echo
+    echo "| work | cache | wall (s) | CPU (s) | peak RSS (MiB) |"
+    echo "|---|---|---:|---:|---:|"
+    printf '%s\n' "${rows[@]}"
+} > "$out"
+echo "wrote $out" >&2

@@ -1,0 +1,57 @@
+//! thin_metadata_pack: compress a metadata device's metadata blocks.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{ArgAction, Parser};
+
+use crate::io::input::{check_binary, check_path};
+use crate::io::pack;
+use crate::io::source::{BlockSource, OpenOptions};
+
+/// Pack the metadata blocks of a device or file into a compressed file
+#[derive(Parser, Debug)]
+#[command(name = "thin_metadata_pack", disable_version_flag = true)]
+struct Cli {
+    /// Replace an output that holds metadata without asking
+    #[arg(short, long)]
+    force: bool,
+
+    /// Metadata device or file to pack
+    #[arg(short, long, value_name = "DEV", required = true)]
+    input: PathBuf,
+
+    /// Pack file to write
+    #[arg(short, long, value_name = "FILE", required = true)]
+    output: PathBuf,
+
+    /// Print the version
+    #[arg(short = 'V', long = "version", action = ArgAction::SetTrue, exclusive = true)]
+    version: bool,
+}
+
+pub fn run(args: Vec<OsString>) -> i32 {
+    let cli = match super::parse::<Cli>(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    super::finish(run_cli(cli), false)
+}
+
+fn run_cli(cli: Cli) -> Result<()> {
+    check_path(&cli.input)?;
+    let src = BlockSource::open(&cli.input, OpenOptions { exclusive: true })?;
+    check_binary(&src, true)?;
+    super::overwrite::confirm(&cli.output, cli.force)?;
+    let image = src.block_range(0, src.nr_blocks())?;
+    let file = std::fs::File::create(&cli.output)
+        .with_context(|| format!("cannot create '{}'", cli.output.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    pack::pack(image, &mut out).context("writing the pack")?;
+    out.into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()
+        .context("writing the pack")?;
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! thin_metadata_unpack: expand a pack file back into a metadata image.
+
+use std::ffi::OsString;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{ArgAction, Parser};
+
+use crate::io::input::check_path;
+use crate::io::{pack, BLOCK_SIZE};
+
+/// Expand a pack file into a metadata device or file
+#[derive(Parser, Debug)]
+#[command(name = "thin_metadata_unpack", disable_version_flag = true)]
+struct Cli {
+    /// Replace an output that holds metadata without asking
+    #[arg(short, long)]
+    force: bool,
+
+    /// Pack file to read
+    #[arg(short, long, value_name = "FILE", required = true)]
+    input: PathBuf,
+
+    /// Device or file to write (created if missing)
+    #[arg(short, long, value_name = "DEV", required = true)]
+    output: PathBuf,
+
+    /// Print the version
+    #[arg(short = 'V', long = "version", action = ArgAction::SetTrue, exclusive = true)]
+    version: bool,
+}
+
+pub fn run(args: Vec<OsString>) -> i32 {
+    let cli = match super::parse::<Cli>(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    super::finish(run_cli(cli), false)
+}
+
+fn run_cli(cli: Cli) -> Result<()> {
+    check_path(&cli.input)?;
+    super::overwrite::confirm(&cli.output, cli.force)?;
+    let bytes = std::fs::read(&cli.input)
+        .with_context(|| format!("cannot read '{}'", cli.input.display()))?;
+    // A file that is not a pack is refused before the output is touched.
+    let nr_blocks = pack::read_header(&bytes)?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&cli.output)
+        .with_context(|| format!("cannot open '{}'", cli.output.display()))?;
+    if nr_blocks > 0 {
+        file.write_all_at(&[0u8; BLOCK_SIZE], (nr_blocks - 1) * BLOCK_SIZE as u64)?;
+    }
+    pack::unpack_each(&bytes, |b, data| {
+        file.write_all_at(data, b * BLOCK_SIZE as u64)
+    })
+    .map_err(|e| anyhow!("{e}"))
+    .with_context(|| format!("unpacking '{}'", cli.input.display()))?;
+    file.sync_all()?;
+    Ok(())
+}
