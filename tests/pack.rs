@@ -111,7 +111,7 @@ fn damaged_packs_are_clear_errors() {
         seed ^= seed << 17;
         let mut bytes = good.clone();
         let at = (seed % bytes.len() as u64) as usize;
-        bytes[at] ^= 1 << (seed >> 60) as u8 % 8;
+        bytes[at] ^= 1 << ((seed >> 60) as u8 % 8);
         cases.push(bytes);
     }
     let mut failed = 0;
