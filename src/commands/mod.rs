@@ -13,6 +13,7 @@ pub mod thin_delta;
 pub mod thin_dump;
 pub mod thin_ls;
 pub mod thin_metadata_pack;
+pub mod thin_metadata_size;
 pub mod thin_metadata_unpack;
 pub mod thin_reserve_metadata_snap;
 pub mod thin_restore;
@@ -54,6 +55,11 @@ pub const TOOLS: &[Tool] = &[
         name: "thin_metadata_pack",
         about: "Pack a metadata device's metadata blocks into a compressed file",
         run: thin_metadata_pack::run,
+    },
+    Tool {
+        name: "thin_metadata_size",
+        about: "Estimate the metadata device a pool needs",
+        run: thin_metadata_size::run,
     },
     Tool {
         name: "thin_metadata_unpack",

@@ -10,6 +10,7 @@ pub mod dump;
 pub mod forest;
 pub mod leak_repair;
 pub mod ls;
+pub mod metadata_size;
 pub mod restore;
 pub mod rmap;
 pub mod superblock;
