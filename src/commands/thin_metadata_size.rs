@@ -172,7 +172,7 @@ fn answer(cli: &Cli) -> Result<String> {
     const MIN_BLOCK: u128 = 64 * 1024;
     const MAX_BLOCK: u128 = 1 << 30;
     let block = cli.block_size;
-    if block == 0 || block % MIN_BLOCK != 0 || block > MAX_BLOCK {
+    if block == 0 || !block.is_multiple_of(MIN_BLOCK) || block > MAX_BLOCK {
         bail!(
             "block size must be a non-zero multiple of 64 KiB, at most 1 GiB ({block} bytes given)"
         );
