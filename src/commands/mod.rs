@@ -18,6 +18,7 @@ pub mod thin_metadata_unpack;
 pub mod thin_reserve_metadata_snap;
 pub mod thin_restore;
 pub mod thin_rmap;
+pub mod thin_shrink;
 pub mod thin_trim;
 
 /// Exit status of every runtime failure (parse errors exit 2, which lvm2
@@ -80,6 +81,11 @@ pub const TOOLS: &[Tool] = &[
         name: "thin_rmap",
         about: "Show which thin devices map given data blocks",
         run: thin_rmap::run,
+    },
+    Tool {
+        name: "thin_shrink",
+        about: "Shrink a pool's data size, moving the data beyond it",
+        run: thin_shrink::run,
     },
     Tool {
         name: "thin_trim",

@@ -13,5 +13,6 @@ pub mod ls;
 pub mod metadata_size;
 pub mod restore;
 pub mod rmap;
+pub mod shrink;
 pub mod superblock;
 pub mod trim;
