@@ -15,6 +15,7 @@ pub mod thin_ls;
 pub mod thin_metadata_pack;
 pub mod thin_metadata_size;
 pub mod thin_metadata_unpack;
+pub mod thin_repair;
 pub mod thin_reserve_metadata_snap;
 pub mod thin_restore;
 pub mod thin_rmap;
@@ -66,6 +67,11 @@ pub const TOOLS: &[Tool] = &[
         name: "thin_metadata_unpack",
         about: "Expand a pack file into a metadata device or file",
         run: thin_metadata_unpack::run,
+    },
+    Tool {
+        name: "thin_repair",
+        about: "Salvage damaged thin metadata into a new device or file",
+        run: thin_repair::run,
     },
     Tool {
         name: "thin_reserve_metadata_snap",

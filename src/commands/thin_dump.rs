@@ -4,12 +4,13 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{ArgAction, Parser, ValueEnum};
 
 use crate::io::input::{check_binary, check_path};
 use crate::io::source::{BlockSource, OpenOptions};
-use crate::thin::dump::{dump, DumpOptions, Format};
+use crate::thin::dump::{dump, write_devices, DumpOptions, Format};
+use crate::thin::repair::{salvage, RepairOptions};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum OutputFormat {
@@ -90,9 +91,6 @@ pub fn run(args: Vec<OsString>) -> i32 {
 }
 
 fn run_cli(cli: Cli) -> Result<()> {
-    if cli.repair {
-        bail!("thin_dump --repair is not implemented yet; thin_check names the damage");
-    }
     check_path(&cli.input)?;
     let src = BlockSource::open(
         &cli.input,
@@ -114,12 +112,41 @@ fn run_cli(cli: Cli) -> Result<()> {
         data_block_size: cli.data_block_size,
         nr_data_blocks: cli.nr_data_blocks,
     };
+    let quiet = cli.quiet;
+    let write = |out: &mut dyn std::io::Write| -> Result<()> {
+        if cli.repair {
+            let salvage = salvage(
+                &src,
+                &RepairOptions {
+                    transaction_id: cli.transaction_id,
+                    data_block_size: cli.data_block_size,
+                    nr_data_blocks: cli.nr_data_blocks,
+                },
+            )?;
+            if !quiet {
+                for w in &salvage.warnings {
+                    eprintln!("{w}");
+                }
+            }
+            write_devices(
+                &src,
+                &salvage.header,
+                opts.format,
+                opts.flat,
+                &salvage.devices,
+                Some(salvage.nr_data_blocks),
+                out,
+            )
+        } else {
+            dump(&src, &opts, out)
+        }
+    };
     match &cli.output {
         Some(path) => {
             let file = std::fs::File::create(path)
                 .with_context(|| format!("output error: cannot create '{}'", path.display()))?;
             let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-            dump(&src, &opts, &mut out)?;
+            write(&mut out)?;
             out.into_inner()
                 .map_err(|e| e.into_error())
                 .context("output error")?
@@ -129,7 +156,7 @@ fn run_cli(cli: Cli) -> Result<()> {
         None => {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            dump(&src, &opts, &mut out)?;
+            write(&mut out)?;
             out.flush()?;
         }
     }

@@ -11,6 +11,7 @@ pub mod forest;
 pub mod leak_repair;
 pub mod ls;
 pub mod metadata_size;
+pub mod repair;
 pub mod restore;
 pub mod rmap;
 pub mod shrink;

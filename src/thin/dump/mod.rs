@@ -90,55 +90,82 @@ pub fn dump(src: &BlockSource, opts: &DumpOptions, out: &mut dyn Write) -> Resul
         .map(|(id, d)| (*id, *d))
         .collect();
 
+    if opts.skip_mappings {
+        let devices: Vec<DeviceLeaves> =
+            selected.into_iter().map(|(id, d)| (id, d, None)).collect();
+        return write_devices(src, &header, fmt, opts.flat, &devices, None, out);
+    }
+    let device_roots = device_roots(&selected, &roots)?;
+    let named: Vec<(String, u64)> = device_roots
+        .iter()
+        .map(|(id, r)| (format!("device {id}"), *r))
+        .collect();
+    forest::validate_named(src, &named)?;
+    let sequences: Vec<Vec<u64>> = device_roots
+        .par_iter()
+        .map(|(_, r)| ordered_leaves(src, *r))
+        .collect();
+    let devices: Vec<DeviceLeaves> = selected
+        .into_iter()
+        .zip(sequences)
+        .map(|((id, d), leaves)| (id, d, Some(leaves)))
+        .collect();
+    write_devices(src, &header, fmt, opts.flat, &devices, None, out)
+}
+
+/// A device to write: id, details, and its leaves in key order (None
+/// writes the device without mappings).
+pub type DeviceLeaves = (u64, DeviceDetails, Option<Vec<u64>>);
+
+/// Writes a dump of `devices`, sharing the leaf runs several devices hold
+/// (unless `flat`). Mappings to data blocks at or beyond `drop_from` are
+/// left out (repair).
+pub fn write_devices(
+    src: &BlockSource,
+    header: &Header,
+    fmt: Format,
+    flat: bool,
+    devices: &[DeviceLeaves],
+    drop_from: Option<u64>,
+    out: &mut dyn Write,
+) -> Result<()> {
     let mut units = Vec::new();
     let mut text = Vec::new();
-    fmt.begin(&header, &mut text);
-    if opts.skip_mappings {
-        for (id, d) in &selected {
-            fmt.begin_device(*id, d, &mut text);
-            fmt.end_device(&mut text);
+    fmt.begin(header, &mut text);
+    let sequences: Vec<Vec<u64>> = devices
+        .iter()
+        .map(|(_, _, l)| l.clone().unwrap_or_default())
+        .collect();
+    let share = if flat {
+        sharing::Sharing {
+            defs: Vec::new(),
+            devices: sequences
+                .into_iter()
+                .map(|s| vec![Segment::Inline(s)])
+                .collect(),
         }
     } else {
-        let device_roots = device_roots(&selected, &roots)?;
-        let named: Vec<(String, u64)> = device_roots
-            .iter()
-            .map(|(id, r)| (format!("device {id}"), *r))
-            .collect();
-        forest::validate_named(src, &named)?;
-        let sequences: Vec<Vec<u64>> = device_roots
-            .par_iter()
-            .map(|(_, r)| ordered_leaves(src, *r))
-            .collect();
-        let share = if opts.flat {
-            sharing::Sharing {
-                defs: Vec::new(),
-                devices: sequences
-                    .into_iter()
-                    .map(|s| vec![Segment::Inline(s)])
-                    .collect(),
-            }
-        } else {
-            sharing::analyse(&sequences)
-        };
-        for def in share.defs.iter() {
-            fmt.begin_def(def[0], &mut text);
-            units.push(Unit::Text(std::mem::take(&mut text)));
-            units.push(Unit::Leaves(def.clone()));
-            fmt.end_def(&mut text);
-        }
-        for ((id, d), segments) in selected.iter().zip(&share.devices) {
-            fmt.begin_device(*id, d, &mut text);
-            for seg in segments {
-                match seg {
-                    Segment::Shared(i) => fmt.reference(share.defs[*i][0], &mut text),
-                    Segment::Inline(leaves) => {
-                        units.push(Unit::Text(std::mem::take(&mut text)));
-                        units.push(Unit::Leaves(leaves.clone()));
-                    }
+        sharing::analyse(&sequences)
+    };
+    for def in share.defs.iter() {
+        fmt.begin_def(def[0], &mut text);
+        units.push(Unit::Text(std::mem::take(&mut text)));
+        units.push(Unit::Leaves(def.clone()));
+        fmt.end_def(&mut text);
+    }
+    for ((id, d, _), segments) in devices.iter().zip(&share.devices) {
+        fmt.begin_device(*id, d, &mut text);
+        for seg in segments {
+            match seg {
+                Segment::Shared(i) => fmt.reference(share.defs[*i][0], &mut text),
+                Segment::Inline(leaves) if leaves.is_empty() => {}
+                Segment::Inline(leaves) => {
+                    units.push(Unit::Text(std::mem::take(&mut text)));
+                    units.push(Unit::Leaves(leaves.clone()));
                 }
             }
-            fmt.end_device(&mut text);
         }
+        fmt.end_device(&mut text);
     }
     fmt.end(&mut text);
     units.push(Unit::Text(text));
@@ -148,7 +175,7 @@ pub fn dump(src: &BlockSource, opts: &DumpOptions, out: &mut dyn Write) -> Resul
             .par_iter()
             .map(|u| match u {
                 Unit::Text(t) => t.clone(),
-                Unit::Leaves(leaves) => format_leaves(src, fmt, leaves),
+                Unit::Leaves(leaves) => format_leaves(src, fmt, leaves, drop_from),
             })
             .collect();
         for p in parts {
@@ -175,7 +202,12 @@ fn device_roots(
 }
 
 /// The mappings of consecutive leaves as merged runs, formatted.
-fn format_leaves(src: &BlockSource, fmt: Format, leaves: &[u64]) -> Vec<u8> {
+fn format_leaves(
+    src: &BlockSource,
+    fmt: Format,
+    leaves: &[u64],
+    drop_from: Option<u64>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(leaves.len() * 4096);
     let mut run: Option<Run> = None;
     for &leaf in leaves {
@@ -183,6 +215,9 @@ fn format_leaves(src: &BlockSource, fmt: Format, leaves: &[u64]) -> Vec<u8> {
         let node = NodeView::new(data);
         for (virt, v) in node.entries_u64() {
             let bt = BlockTime::unpack(v);
+            if drop_from.is_some_and(|limit| bt.block >= limit) {
+                continue;
+            }
             match run.as_mut() {
                 Some(r)
                     if r.virt + r.len == virt

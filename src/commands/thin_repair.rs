@@ -1,0 +1,165 @@
+//! thin_repair: salvage damaged thin metadata into a fresh, valid copy.
+
+use std::ffi::OsString;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{ArgAction, Parser};
+
+use crate::io::input::{check_binary, check_path};
+use crate::io::sink::FileSink;
+use crate::io::source::{BlockSource, OpenOptions};
+use crate::io::BLOCK_SIZE;
+use crate::pdata::space_map::bitmap::MAX_METADATA_BLOCKS;
+use crate::thin::dump::{write_devices, Format};
+use crate::thin::repair::{salvage, RepairOptions};
+use crate::thin::restore::{build, validate, Overrides};
+
+/// Repair thin-pool metadata into a new metadata device or file
+#[derive(Parser, Debug)]
+#[command(name = "thin_repair", disable_version_flag = true)]
+struct Cli {
+    /// Data block size in sectors, if the superblock is lost
+    #[arg(long, value_name = "SECTORS")]
+    data_block_size: Option<u32>,
+
+    /// The damaged metadata
+    #[arg(short, long, value_name = "FILE", required = true)]
+    input: PathBuf,
+
+    /// Number of data blocks, if the superblock is lost
+    #[arg(long, value_name = "NUM")]
+    nr_data_blocks: Option<u64>,
+
+    /// Existing device or file for the repaired metadata (at least 40960 bytes)
+    #[arg(short, long, value_name = "FILE", required = true)]
+    output: PathBuf,
+
+    /// Print no diagnostics
+    #[arg(short, long)]
+    quiet: bool,
+
+    /// Transaction id, if the superblock is lost
+    #[arg(long, value_name = "NUM")]
+    transaction_id: Option<u64>,
+
+    /// Print the version
+    #[arg(short = 'V', long = "version", action = ArgAction::SetTrue, exclusive = true)]
+    version: bool,
+
+    /// Accepted and ignored (older lvm2 passes an empty argument)
+    #[arg(hide = true)]
+    ignored: Option<String>,
+
+    #[arg(short = 'v', action = ArgAction::Count, hide = true)]
+    verbose: u8,
+
+    #[arg(long, hide = true, value_name = "ENGINE")]
+    io_engine: Option<String>,
+}
+
+pub fn run(args: Vec<OsString>) -> i32 {
+    let cli = match super::parse::<Cli>(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let quiet = cli.quiet;
+    super::finish(run_cli(cli), quiet)
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => {
+            x.dev() == y.dev() && x.ino() == y.ino() || x.rdev() != 0 && x.rdev() == y.rdev()
+        }
+        _ => false,
+    }
+}
+
+fn run_cli(cli: Cli) -> Result<()> {
+    check_path(&cli.input)?;
+    let out = &cli.output;
+    let meta = match std::fs::metadata(out) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("Couldn't find output file '{}'", out.display())
+        }
+        Err(e) => bail!("{}: {e}", out.display()),
+    };
+    if !meta.file_type().is_file() && !meta.file_type().is_block_device() {
+        bail!("Not a block device or regular file '{}'", out.display());
+    }
+    if same_file(&cli.input, out) {
+        bail!("the input and the output are the same; repair writes a new copy elsewhere");
+    }
+    let src = BlockSource::open(&cli.input, OpenOptions { exclusive: true })?;
+    check_binary(&src, false)?;
+    let found = salvage(
+        &src,
+        &RepairOptions {
+            transaction_id: cli.transaction_id,
+            data_block_size: cli.data_block_size,
+            nr_data_blocks: cli.nr_data_blocks,
+        },
+    )?;
+    if !cli.quiet && cli.verbose > 0 {
+        for w in &found.warnings {
+            eprintln!("{w}");
+        }
+    }
+    // The salvaged metadata goes through the restore writer: written as
+    // XML beside the output, validated, then built.
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let scratch = Scratch(dir.join(format!(".thin_repair.{}.xml", std::process::id())));
+    let scratch = if std::fs::File::create(&scratch.0).is_ok() {
+        scratch
+    } else {
+        Scratch(std::env::temp_dir().join(format!("thin_repair.{}.xml", std::process::id())))
+    };
+    {
+        let file = std::fs::File::create(&scratch.0).context("cannot write a scratch file")?;
+        let mut w = std::io::BufWriter::new(file);
+        write_devices(
+            &src,
+            &found.header,
+            Format::Xml,
+            false,
+            &found.devices,
+            Some(found.nr_data_blocks),
+            &mut w,
+        )?;
+    }
+    let overrides = Overrides::default();
+    let plan =
+        validate(&scratch.0, &overrides).context("the salvaged metadata is not consistent")?;
+    let mut sink = FileSink::open(out).context("output error")?;
+    let bytes = sink.len()?;
+    if bytes < 10 * BLOCK_SIZE as u64 {
+        bail!(
+            "Output file too small: '{}' holds {bytes} bytes, at least 40960 are needed",
+            out.display()
+        );
+    }
+    let nr = (bytes / BLOCK_SIZE as u64).min(MAX_METADATA_BLOCKS);
+    let needed = plan.blocks_needed(nr);
+    if needed > nr {
+        bail!(
+            "output error: out of metadata space: '{}' holds {nr} blocks, the repaired metadata needs {needed}",
+            out.display()
+        );
+    }
+    build(&scratch.0, &plan, &overrides, &mut sink, nr).context("output error")?;
+    Ok(())
+}
+
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

@@ -1,0 +1,491 @@
+//! Salvage: finding the thin metadata in a damaged device by scanning it,
+//! and choosing what to keep.
+//!
+//! 1. Every block is read; those whose checksum and self-location make
+//!    them btree nodes, and which pass the node checks, are kept. A leaf
+//!    with 24-byte values is a device-details leaf; a leaf with 8-byte
+//!    values is a top-level leaf if it is non-empty and every value names
+//!    another valid node, else a mapping leaf; an internal node takes the
+//!    class of its children.
+//! 2. Trees are summarised bottom-up, leniently: a child that is missing,
+//!    damaged, of another class or out of key order is left out and only
+//!    the keys below it are lost; the rest of the tree stands. Summaries
+//!    give device or mapping counts, the histogram of mapping times and
+//!    the newest time ("age").
+//! 3. Candidate roots are top-level and details nodes no other node of
+//!    their class points at.
+//! 4. Top-level candidates are ranked by their time histograms: the newer
+//!    newest time wins; on a tie, the larger count at that time; then the
+//!    next-newest time, and so on; a histogram that runs out first loses
+//!    (so empty trees rank last); then more devices, then more mappings.
+//! 5. Each is paired with a details candidate holding exactly the same
+//!    device ids, preferring one whose mapped_blocks add up to the
+//!    mappings found.
+//! 6. If block 0 holds a valid superblock whose two roots are a pair, it is
+//!    used as it is (overrides applied): healthy metadata comes out as it
+//!    went in. Otherwise the best pair is used and the superblock rebuilt,
+//!    taking from block 0 whatever is plausible even when its checksum is
+//!    bad (magic right, data block size in range, sizes consistent with
+//!    the scan), else from the overrides; the transaction id is at least
+//!    one more than any device's, the time at least the newest mapping's.
+//! 7. A top-level tree without details gets synthesised details (every
+//!    mapping is then treated as shared: snapshot time newer than any).
+//! 8. Mappings to data blocks beyond the data device are dropped; the
+//!    rest of their leaf is kept.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use anyhow::{bail, Result};
+use rayon::prelude::*;
+
+use crate::io::checksum::{self, BlockKind};
+use crate::io::{le_u64, BlockSource};
+use crate::pdata::btree::node::{NodeKind, NodeView};
+use crate::thin::block_time::BlockTime;
+use crate::thin::device_details::{DeviceDetails, DEVICE_DETAILS_SIZE};
+use crate::thin::dump::{DeviceLeaves, Header};
+use crate::thin::superblock::{Superblock, THIN_MAGIC};
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RepairOptions {
+    pub transaction_id: Option<u64>,
+    pub data_block_size: Option<u32>,
+    pub nr_data_blocks: Option<u64>,
+}
+
+/// What a repair writes.
+pub struct Salvage {
+    pub header: Header,
+    pub devices: Vec<DeviceLeaves>,
+    /// Mappings at or beyond this data block are dropped.
+    pub nr_data_blocks: u64,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    Mapping,
+    TopLevel,
+    Details,
+}
+
+/// What is known of a subtree.
+#[derive(Clone, Debug, Default)]
+struct Summary {
+    entries: u64,
+    first: u64,
+    last: u64,
+    /// Mapping times -> number of mappings (mapping and top-level trees).
+    times: BTreeMap<u32, u64>,
+    highest_data: u64,
+    /// Details: sum of mapped_blocks, newest transaction and time.
+    mapped_sum: u64,
+    max_transaction: u64,
+    age: u32,
+}
+
+struct Scan<'a> {
+    src: &'a BlockSource,
+    nodes: HashMap<u64, NodeView<'a>>,
+    classes: HashMap<u64, Option<Class>>,
+    summaries: HashMap<u64, Option<Summary>>,
+}
+
+fn valid_node(src: &BlockSource, b: u64) -> Option<NodeView<'_>> {
+    let data = src.block(b).ok()?;
+    if !checksum::matches(data, BlockKind::BtreeNode) || le_u64(data, 8) != b {
+        return None;
+    }
+    let node = NodeView::new(data);
+    let vs = node.value_size();
+    if vs != 8 && vs != DEVICE_DETAILS_SIZE && !node.is_leaf() {
+        return None;
+    }
+    node.validate(if node.is_leaf() { vs } else { 8 }, false)
+        .ok()?;
+    Some(node)
+}
+
+impl<'a> Scan<'a> {
+    fn new(src: &'a BlockSource) -> Scan<'a> {
+        let nodes: HashMap<u64, NodeView<'a>> = (0..src.nr_blocks())
+            .into_par_iter()
+            .filter_map(|b| valid_node(src, b).map(|n| (b, n)))
+            .collect();
+        Scan {
+            src,
+            nodes,
+            classes: HashMap::new(),
+            summaries: HashMap::new(),
+        }
+    }
+
+    fn class(&mut self, b: u64) -> Option<Class> {
+        if let Some(c) = self.classes.get(&b) {
+            return *c;
+        }
+        self.classes.insert(b, None); // a cycle resolves to nothing
+        let node = *self.nodes.get(&b)?;
+        let class = if node.is_leaf() {
+            match node.value_size() {
+                DEVICE_DETAILS_SIZE => Some(Class::Details),
+                8 if node.nr_entries() > 0
+                    && node.entries_u64().all(|(_, v)| {
+                        v < self.src.nr_blocks() && self.nodes.contains_key(&v) && v != b
+                    }) =>
+                {
+                    Some(Class::TopLevel)
+                }
+                8 => Some(Class::Mapping),
+                _ => None,
+            }
+        } else {
+            (0..node.nr_entries()).find_map(|i| self.class(node.value_u64(i)))
+        };
+        self.classes.insert(b, class);
+        class
+    }
+
+    /// The valid children of an internal node of `class`, in key order.
+    fn children(&mut self, node: NodeView<'a>, class: Class) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut last: Option<u64> = None;
+        for i in 0..node.nr_entries() {
+            let c = node.value_u64(i);
+            if self.class(c) != Some(class) {
+                continue;
+            }
+            let Some(s) = self.summary(c, class) else {
+                continue;
+            };
+            if last.is_some_and(|l| s.first <= l) || s.first < node.key(i) {
+                continue;
+            }
+            last = Some(s.last);
+            out.push(c);
+        }
+        out
+    }
+
+    fn summary(&mut self, b: u64, class: Class) -> Option<Summary> {
+        if let Some(s) = self.summaries.get(&b) {
+            return s.clone();
+        }
+        self.summaries.insert(b, None);
+        let s = self.compute(b, class);
+        self.summaries.insert(b, s.clone());
+        s
+    }
+
+    fn compute(&mut self, b: u64, class: Class) -> Option<Summary> {
+        if self.class(b) != Some(class) {
+            return None;
+        }
+        let node = *self.nodes.get(&b)?;
+        let mut s = Summary::default();
+        if node.kind() == Some(NodeKind::Internal) {
+            let kids = self.children(node, class);
+            if kids.is_empty() {
+                return None;
+            }
+            for (i, k) in kids.iter().enumerate() {
+                let c = self.summary(*k, class)?;
+                if i == 0 {
+                    s.first = c.first;
+                }
+                s.last = c.last;
+                s.entries += c.entries;
+                for (t, n) in &c.times {
+                    *s.times.entry(*t).or_default() += n;
+                }
+                s.highest_data = s.highest_data.max(c.highest_data);
+                s.mapped_sum += c.mapped_sum;
+                s.max_transaction = s.max_transaction.max(c.max_transaction);
+                s.age = s.age.max(c.age);
+            }
+            return Some(s);
+        }
+        s.first = node.first_key().unwrap_or(0);
+        s.last = node.last_key().unwrap_or(0);
+        match class {
+            Class::Mapping => {
+                s.entries = node.nr_entries() as u64;
+                for (_, v) in node.entries_u64() {
+                    let bt = BlockTime::unpack(v);
+                    *s.times.entry(bt.time).or_default() += 1;
+                    s.highest_data = s.highest_data.max(bt.block);
+                    s.age = s.age.max(bt.time);
+                }
+            }
+            Class::TopLevel => {
+                for (_, root) in node.entries_u64() {
+                    let c = self.summary(root, Class::Mapping).unwrap_or_default();
+                    s.entries += 1;
+                    s.mapped_sum += c.entries;
+                    for (t, n) in &c.times {
+                        *s.times.entry(*t).or_default() += n;
+                    }
+                    s.highest_data = s.highest_data.max(c.highest_data);
+                    s.age = s.age.max(c.age);
+                }
+            }
+            Class::Details => {
+                for i in 0..node.nr_entries() {
+                    let d = DeviceDetails::parse(node.value(i));
+                    s.entries += 1;
+                    s.mapped_sum += d.mapped_blocks;
+                    s.max_transaction = s.max_transaction.max(d.transaction_id);
+                    s.age = s.age.max(d.creation_time).max(d.snapshotted_time);
+                }
+            }
+        }
+        Some(s)
+    }
+
+    /// Leaves of a valid tree of `class`, in key order, skipping damage.
+    fn leaves(&mut self, root: u64, class: Class) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut stack = vec![root];
+        while let Some(b) = stack.pop() {
+            if self.summary(b, class).is_none() {
+                continue;
+            }
+            let node = self.nodes[&b];
+            if node.is_leaf() {
+                out.push(b);
+            } else {
+                let kids = self.children(node, class);
+                stack.extend(kids.into_iter().rev());
+            }
+        }
+        out
+    }
+
+    fn entries(&mut self, root: u64, class: Class) -> Vec<(u64, &'a [u8])> {
+        let mut out = Vec::new();
+        for leaf in self.leaves(root, class) {
+            let node = self.nodes[&leaf];
+            out.extend((0..node.nr_entries()).map(|i| (node.key(i), node.value(i))));
+        }
+        out
+    }
+
+    /// Roots of `class`: valid nodes no valid node of the class points at.
+    fn roots(&mut self, class: Class) -> Vec<u64> {
+        let blocks: Vec<u64> = self.nodes.keys().copied().collect();
+        let mut referenced = HashSet::new();
+        let mut members = Vec::new();
+        for b in blocks {
+            if self.class(b) != Some(class) || self.summary(b, class).is_none() {
+                continue;
+            }
+            members.push(b);
+            let node = self.nodes[&b];
+            if !node.is_leaf() {
+                referenced.extend(self.children(node, class));
+            }
+        }
+        let mut roots: Vec<u64> = members
+            .into_iter()
+            .filter(|b| !referenced.contains(b))
+            .collect();
+        roots.sort_unstable();
+        roots
+    }
+}
+
+/// Newer histories first (see the module's ranking rules).
+fn rank(a: &Summary, b: &Summary) -> std::cmp::Ordering {
+    let mut x = a.times.iter().rev();
+    let mut y = b.times.iter().rev();
+    loop {
+        match (x.next(), y.next()) {
+            (Some((ta, na)), Some((tb, nb))) => {
+                let o = tb.cmp(ta).then(nb.cmp(na));
+                if o.is_ne() {
+                    return o;
+                }
+            }
+            (Some(_), None) => return std::cmp::Ordering::Less,
+            (None, Some(_)) => return std::cmp::Ordering::Greater,
+            (None, None) => {
+                return b
+                    .entries
+                    .cmp(&a.entries)
+                    .then(b.mapped_sum.cmp(&a.mapped_sum))
+            }
+        }
+    }
+}
+
+/// Superblock fields worth trusting from block 0, checksum or not.
+fn stale_superblock(src: &BlockSource) -> Option<Superblock> {
+    let data = src.block(0).ok()?;
+    let sb = Superblock::parse(data);
+    (sb.magic == THIN_MAGIC).then_some(sb)
+}
+
+fn plausible_block_size(s: u32) -> bool {
+    (128..=2097152).contains(&s) && s % 128 == 0
+}
+
+pub fn salvage(src: &BlockSource, opts: &RepairOptions) -> Result<Salvage> {
+    let mut scan = Scan::new(src);
+    let mut warnings = Vec::new();
+    let mut tops = scan.roots(Class::TopLevel);
+    let details_roots = scan.roots(Class::Details);
+    let summaries: HashMap<u64, Summary> = tops
+        .iter()
+        .chain(&details_roots)
+        .filter_map(|&b| {
+            let class = scan.class(b)?;
+            scan.summary(b, class).map(|s| (b, s))
+        })
+        .collect();
+    tops.sort_by(|a, b| rank(&summaries[a], &summaries[b]).then(a.cmp(b)));
+    if tops.is_empty() {
+        bail!("no compatible roots found: the scan found no device mapping tree");
+    }
+
+    let ids = |scan: &mut Scan, root: u64, class: Class| -> Vec<u64> {
+        scan.entries(root, class)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    };
+    let mut pairs: Vec<(u64, Option<u64>)> = Vec::new();
+    for &t in &tops {
+        let t_ids = ids(&mut scan, t, Class::TopLevel);
+        let mut matching: Vec<u64> = details_roots
+            .iter()
+            .copied()
+            .filter(|&d| ids(&mut scan, d, Class::Details) == t_ids)
+            .collect();
+        matching.sort_by_key(|d| (summaries[d].mapped_sum != summaries[&t].mapped_sum, *d));
+        pairs.extend(matching.into_iter().map(|d| (t, Some(d))));
+    }
+
+    let live = Superblock::read(src, 0).ok();
+    let stale = stale_superblock(src);
+    let chosen = live
+        .as_ref()
+        .and_then(|sb| {
+            pairs
+                .iter()
+                .find(|(t, d)| *t == sb.mapping_root && *d == Some(sb.details_root))
+                .copied()
+        })
+        .or_else(|| pairs.first().copied())
+        .unwrap_or((tops[0], None));
+    let sb_matches = live
+        .as_ref()
+        .is_some_and(|sb| sb.mapping_root == chosen.0 && Some(sb.details_root) == chosen.1);
+
+    let top_summary = summaries[&chosen.0].clone();
+    let details: BTreeMap<u64, DeviceDetails> = match chosen.1 {
+        Some(d) => scan
+            .entries(d, Class::Details)
+            .into_iter()
+            .map(|(k, v)| (k, DeviceDetails::parse(v)))
+            .collect(),
+        None => BTreeMap::new(),
+    };
+    let age = top_summary
+        .age
+        .max(chosen.1.map_or(0, |d| summaries[&d].age));
+
+    let header = if sb_matches {
+        let sb = live.clone().unwrap();
+        Header {
+            time: sb.time,
+            transaction: sb.transaction_id.max(opts.transaction_id.unwrap_or(0)),
+            flags: 0,
+            version: 2,
+            data_block_size: opts.data_block_size.unwrap_or(sb.data_block_size),
+            nr_data_blocks: sb
+                .data_sm_root
+                .nr_blocks
+                .max(opts.nr_data_blocks.unwrap_or(0)),
+        }
+    } else {
+        let stale_ok = stale.as_ref();
+        let data_block_size = match opts.data_block_size {
+            Some(s) => s,
+            None => match stale_ok.map(|s| s.data_block_size).filter(|s| plausible_block_size(*s)) {
+                Some(s) => s,
+                None => bail!(
+                    "the superblock is damaged: give the pool's data block size with --data-block-size"
+                ),
+            },
+        };
+        if !plausible_block_size(data_block_size) {
+            bail!("invalid data block size {data_block_size}: a multiple of 128 sectors from 128 to 2097152");
+        }
+        let max_tid = chosen.1.map_or(0, |d| summaries[&d].max_transaction);
+        // The data device's size: given, else the old superblock's, else
+        // just enough for what the trees map.
+        let nr_data_blocks = opts
+            .nr_data_blocks
+            .or(stale_ok
+                .map(|s| s.data_sm_root.nr_blocks)
+                .filter(|n| *n > 0))
+            .unwrap_or(top_summary.highest_data + 1);
+        let tid = opts
+            .transaction_id
+            .or(stale_ok.map(|s| s.transaction_id))
+            .unwrap_or(1)
+            .max(if chosen.1.is_some() { max_tid + 1 } else { 1 });
+        let time = stale_ok
+            .map_or(0, |s| s.time)
+            .max(age + if chosen.1.is_some() { 0 } else { 1 });
+        warnings.push(format!(
+            "the superblock did not describe the trees found; rebuilt it (mapping root {}, details root {})",
+            chosen.0,
+            chosen.1.map_or("none".to_string(), |d| d.to_string())
+        ));
+        Header {
+            time,
+            transaction: tid,
+            flags: 0,
+            version: 2,
+            data_block_size,
+            nr_data_blocks,
+        }
+    };
+    if chosen.1.is_none() {
+        warnings.push(format!(
+            "found {} mapping trees without device details; details were made up (every mapping treated as shared)",
+            top_summary.entries
+        ));
+    }
+
+    let mut devices = Vec::new();
+    for (id, value) in scan.entries(chosen.0, Class::TopLevel) {
+        let root = u64::from_le_bytes(value.try_into().unwrap());
+        let leaves = scan.leaves(root, Class::Mapping);
+        let mapped = leaves
+            .iter()
+            .map(|l| {
+                scan.nodes[l]
+                    .entries_u64()
+                    .filter(|(_, v)| BlockTime::unpack(*v).block < header.nr_data_blocks)
+                    .count() as u64
+            })
+            .sum();
+        let mut d = details.get(&id).copied().unwrap_or(DeviceDetails {
+            mapped_blocks: 0,
+            transaction_id: header.transaction.saturating_sub(1),
+            creation_time: age + 1,
+            snapshotted_time: age + 1,
+        });
+        d.mapped_blocks = mapped;
+        devices.push((id, d, Some(leaves)));
+    }
+    let nr_data_blocks = header.nr_data_blocks;
+    Ok(Salvage {
+        header,
+        devices,
+        nr_data_blocks,
+        warnings,
+    })
+}
