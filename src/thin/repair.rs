@@ -326,7 +326,7 @@ fn stale_superblock(src: &BlockSource) -> Option<Superblock> {
 }
 
 fn plausible_block_size(s: u32) -> bool {
-    (128..=2097152).contains(&s) && s % 128 == 0
+    (128..=2097152).contains(&s) && s.is_multiple_of(128)
 }
 
 pub fn salvage(src: &BlockSource, opts: &RepairOptions) -> Result<Salvage> {
