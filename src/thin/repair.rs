@@ -28,6 +28,12 @@
 //!    bad (magic right, data block size in range, sizes consistent with
 //!    the scan), else from the overrides; the transaction id is at least
 //!    one more than any device's, the time at least the newest mapping's.
+//! 6b. If the superblock (checksum or not) names a details tree that
+//!    survived while its mapping tree did not, each device's mapping tree
+//!    is found by its mapping count among the mapping roots nothing points
+//!    at; this is used only when every device has exactly one such root,
+//!    and gives the current state where the ranked pairs would give an
+//!    older transaction's.
 //! 7. A top-level tree without details gets synthesised details (every
 //!    mapping is then treated as shared: snapshot time newer than any).
 //! 8. Mappings to data blocks beyond the data device are dropped; the
@@ -294,6 +300,38 @@ impl<'a> Scan<'a> {
     }
 }
 
+/// When the superblock's details tree survived but its mapping tree did
+/// not, each device's mapping tree is found by its mapping count: a root
+/// no other mapping node points at, holding exactly `mapped_blocks`
+/// mappings. Only if every device has exactly one such root (anything
+/// else could swap two devices' data).
+fn guided_by_details(scan: &mut Scan, details_root: u64) -> Option<Vec<(u64, u64)>> {
+    if scan.class(details_root) != Some(Class::Details) {
+        return None;
+    }
+    scan.summary(details_root, Class::Details)?;
+    let details: Vec<(u64, DeviceDetails)> = scan
+        .entries(details_root, Class::Details)
+        .into_iter()
+        .map(|(k, v)| (k, DeviceDetails::parse(v)))
+        .collect();
+    let roots = scan.roots(Class::Mapping);
+    let counts: Vec<(u64, u64)> = roots
+        .iter()
+        .filter_map(|&r| scan.summary(r, Class::Mapping).map(|s| (r, s.entries)))
+        .collect();
+    let mut out = Vec::new();
+    for (id, d) in &details {
+        let mut matching = counts.iter().filter(|(_, n)| *n == d.mapped_blocks);
+        let (root, _) = matching.next()?;
+        if matching.next().is_some() {
+            return None;
+        }
+        out.push((*id, *root));
+    }
+    Some(out)
+}
+
 /// Newer histories first (see the module's ranking rules).
 fn rank(a: &Summary, b: &Summary) -> std::cmp::Ordering {
     let mut x = a.times.iter().rev();
@@ -367,6 +405,18 @@ pub fn salvage(src: &BlockSource, opts: &RepairOptions) -> Result<Salvage> {
 
     let live = Superblock::read(src, 0).ok();
     let stale = stale_superblock(src);
+    let sb_pair_intact = stale.as_ref().is_some_and(|sb| {
+        pairs
+            .iter()
+            .any(|(t, d)| *t == sb.mapping_root && *d == Some(sb.details_root))
+    });
+    if !sb_pair_intact {
+        if let Some(sb) = &stale {
+            if let Some(roots) = guided_by_details(&mut scan, sb.details_root) {
+                return guided_salvage(&mut scan, sb, &roots, opts);
+            }
+        }
+    }
     let chosen = live
         .as_ref()
         .and_then(|sb| {
@@ -487,5 +537,70 @@ pub fn salvage(src: &BlockSource, opts: &RepairOptions) -> Result<Salvage> {
         devices,
         nr_data_blocks,
         warnings,
+    })
+}
+
+/// The salvage when the superblock's details tree guided the search.
+fn guided_salvage(
+    scan: &mut Scan,
+    sb: &Superblock,
+    roots: &[(u64, u64)],
+    opts: &RepairOptions,
+) -> Result<Salvage> {
+    let details: BTreeMap<u64, DeviceDetails> = scan
+        .entries(sb.details_root, Class::Details)
+        .into_iter()
+        .map(|(k, v)| (k, DeviceDetails::parse(v)))
+        .collect();
+    let data_block_size = opts
+        .data_block_size
+        .or(Some(sb.data_block_size).filter(|s| plausible_block_size(*s)))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the superblock is damaged: give the pool's data block size with --data-block-size"
+            )
+        })?;
+    let mut highest = 0;
+    for (_, r) in roots {
+        highest = highest.max(
+            scan.summary(*r, Class::Mapping)
+                .map_or(0, |s| s.highest_data),
+        );
+    }
+    let nr_data_blocks = opts
+        .nr_data_blocks
+        .or(Some(sb.data_sm_root.nr_blocks).filter(|n| *n > 0))
+        .unwrap_or(highest + 1);
+    let header = Header {
+        time: sb.time,
+        transaction: sb.transaction_id.max(opts.transaction_id.unwrap_or(0)),
+        flags: 0,
+        version: 2,
+        data_block_size,
+        nr_data_blocks,
+    };
+    let mut devices = Vec::new();
+    for (id, root) in roots {
+        let leaves = scan.leaves(*root, Class::Mapping);
+        let mut d = details[id];
+        d.mapped_blocks = leaves
+            .iter()
+            .map(|l| {
+                scan.nodes[l]
+                    .entries_u64()
+                    .filter(|(_, v)| BlockTime::unpack(*v).block < nr_data_blocks)
+                    .count() as u64
+            })
+            .sum();
+        devices.push((*id, d, Some(leaves)));
+    }
+    Ok(Salvage {
+        header,
+        devices,
+        nr_data_blocks,
+        warnings: vec![format!(
+            "the mapping tree was lost; found each device's mappings through the device details tree (block {})",
+            sb.details_root
+        )],
     })
 }
