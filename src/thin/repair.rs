@@ -21,22 +21,22 @@
 //! 5. Each is paired with a details candidate holding exactly the same
 //!    device ids, preferring one whose mapped_blocks add up to the
 //!    mappings found.
-//! 6. If block 0 holds a valid superblock whose two roots are a pair, it is
-//!    used as it is (overrides applied): healthy metadata comes out as it
-//!    went in. Otherwise the best pair is used and the superblock rebuilt,
-//!    taking from block 0 whatever is plausible even when its checksum is
-//!    bad (magic right, data block size in range, sizes consistent with
-//!    the scan), else from the overrides; the transaction id is at least
-//!    one more than any device's, the time at least the newest mapping's.
-//! 6b. If the superblock (checksum or not) names a details tree that
+//! 6. If the superblock (checksum or not) names a details tree that
 //!    survived while its mapping tree did not, each device's mapping tree
 //!    is found by its mapping count among the mapping roots nothing points
 //!    at; this is used only when every device has exactly one such root,
 //!    and gives the current state where the ranked pairs would give an
 //!    older transaction's.
-//! 7. A top-level tree without details gets synthesised details (every
+//! 7. If block 0 holds a valid superblock whose two roots are a pair, it is
+//!    used as it is (overrides applied): healthy metadata comes out as it
+//!    went in. Otherwise the best pair is used and the superblock rebuilt,
+//!    taking from block 0 whatever is plausible even when its checksum is
+//!    bad (magic right, data block size in range), else from the
+//!    overrides; the transaction id is at least one more than any
+//!    device's, the time at least the newest mapping's.
+//! 8. A top-level tree without details gets synthesised details (every
 //!    mapping is then treated as shared: snapshot time newer than any).
-//! 8. Mappings to data blocks beyond the data device are dropped; the
+//! 9. Mappings to data blocks beyond the data device are dropped; the
 //!    rest of their leaf is kept.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
