@@ -417,19 +417,19 @@ pub fn salvage(src: &BlockSource, opts: &RepairOptions) -> Result<Salvage> {
             }
         }
     }
-    let chosen = live
-        .as_ref()
-        .and_then(|sb| {
-            pairs
-                .iter()
-                .find(|(t, d)| *t == sb.mapping_root && *d == Some(sb.details_root))
-                .copied()
-        })
+    // A superblock naming an intact pair is followed, even with a bad
+    // checksum: its roots agree with what the scan found.
+    let named = stale.as_ref().and_then(|sb| {
+        pairs
+            .iter()
+            .find(|(t, d)| *t == sb.mapping_root && *d == Some(sb.details_root))
+            .copied()
+    });
+    let chosen = named
         .or_else(|| pairs.first().copied())
         .unwrap_or((tops[0], None));
-    let sb_matches = live
-        .as_ref()
-        .is_some_and(|sb| sb.mapping_root == chosen.0 && Some(sb.details_root) == chosen.1);
+    let sb_matches = named.is_some();
+    let live = if sb_matches { stale.clone() } else { live };
 
     let top_summary = summaries[&chosen.0].clone();
     let details: BTreeMap<u64, DeviceDetails> = match chosen.1 {

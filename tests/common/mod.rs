@@ -35,7 +35,11 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new(test: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("dmpd-test-{}-{}", test, std::process::id()));
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("dmpd-test-{}-{}-{n}", test, std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Scratch { dir }
