@@ -80,6 +80,7 @@ bench_pool() {
     measure "$name thin_rmap (first 1M data blocks)" warm "$dmpd" thin_rmap --region 0..1000000 "$img"
     rm -f "$scratch"; truncate -s "$(stat -c %s "$img")" "$scratch"
     measure "$name thin_restore ($(( $(stat -c %s "$xml") / 1048576 )) MiB XML)" warm "$dmpd" thin_restore -i "$xml" -o "$scratch"
+    measure "$name thin_repair (healthy input)" warm "$dmpd" thin_repair -i "$img" -o "$scratch"
     rm -f "$scratch"
     if can_drop; then
         measure "$name sequential read of ${mib} MiB (floor)" cold dd if="$img" of=/dev/null bs=1M count="$mib"

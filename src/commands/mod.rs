@@ -7,6 +7,7 @@ use std::path::Path;
 
 use clap::Parser;
 
+mod output;
 mod overwrite;
 pub mod thin_check;
 pub mod thin_delta;

@@ -1,19 +1,14 @@
 //! thin_restore: build binary thin metadata from XML.
 
 use std::ffi::OsString;
-use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{ArgAction, Parser};
 
+use super::output::metadata_output;
 use crate::io::input::check_path;
-use crate::io::sink::FileSink;
-use crate::io::BLOCK_SIZE;
-use crate::thin::restore::{build, validate, Overrides};
-
-/// Smallest output accepted: ten metadata blocks.
-const MIN_OUTPUT_BYTES: u64 = 10 * BLOCK_SIZE as u64;
+use crate::thin::restore::{restore, Overrides};
 
 /// Build binary thin-pool metadata from XML
 #[derive(Parser, Debug)]
@@ -65,43 +60,13 @@ pub fn run(args: Vec<OsString>) -> i32 {
 
 fn run_cli(cli: Cli) -> Result<()> {
     check_path(&cli.input)?;
-    let out = &cli.output;
-    let meta = match std::fs::metadata(out) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("Couldn't find output file '{}'", out.display())
-        }
-        Err(e) => bail!("{}: {e}", out.display()),
-    };
-    if !meta.file_type().is_file() && !meta.file_type().is_block_device() {
-        bail!("Not a block device or regular file '{}'", out.display());
-    }
     let overrides = Overrides {
         transaction_id: cli.transaction_id,
         data_block_size: cli.data_block_size,
         nr_data_blocks: cli.nr_data_blocks,
     };
-    // Everything is validated before the output is opened for writing.
-    let plan = validate(&cli.input, &overrides)?;
-    let mut sink = FileSink::open(out)?;
-    let bytes = sink.len()?;
-    if bytes < MIN_OUTPUT_BYTES {
-        bail!(
-            "Output file too small: '{}' holds {bytes} bytes, at least {MIN_OUTPUT_BYTES} are needed",
-            out.display()
-        );
-    }
-    let nr_blocks =
-        (bytes / BLOCK_SIZE as u64).min(crate::pdata::space_map::bitmap::MAX_METADATA_BLOCKS);
-    let needed = plan.blocks_needed(nr_blocks);
-    if needed > nr_blocks {
-        bail!(
-            "out of metadata space: '{}' holds {nr_blocks} metadata blocks but this metadata needs {needed} \
-             ({} bytes); use a larger output",
-            out.display(),
-            needed * BLOCK_SIZE as u64
-        );
-    }
-    build(&cli.input, &plan, &overrides, &mut sink, nr_blocks)?;
+    let (mut sink, nr_blocks) = metadata_output(&cli.output)?;
+    // The whole XML is validated and sized before anything is written.
+    restore(&cli.input, &overrides, &mut sink, nr_blocks)?;
     Ok(())
 }

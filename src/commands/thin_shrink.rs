@@ -4,16 +4,14 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{ArgAction, Parser};
 
+use super::output::metadata_output;
 use crate::io::input::{check_binary, check_path};
-use crate::io::sink::FileSink;
 use crate::io::source::{BlockSource, OpenOptions};
-use crate::io::BLOCK_SIZE;
-use crate::pdata::space_map::bitmap::MAX_METADATA_BLOCKS;
 use crate::thin::dump::{dump, DumpOptions, Format};
-use crate::thin::restore::{build, validate, Overrides};
+use crate::thin::restore::{restore, validate, Overrides};
 use crate::thin::shrink::{copy_data, data_block_size, shrink_xml};
 
 /// Shrink a pool's data size, moving the data beyond it
@@ -121,24 +119,8 @@ fn run_cli(cli: Cli) -> Result<()> {
         copy_data(data, &moves, data_block_size(&input_xml)?)?;
     }
     if cli.binary {
-        let overrides = Overrides::default();
-        let plan = validate(&shrunk.0, &overrides)?;
-        let mut sink = FileSink::open(&cli.output)?;
-        let bytes = sink.len()?;
-        if bytes < 10 * BLOCK_SIZE as u64 {
-            bail!(
-                "Output file too small: '{}' holds {bytes} bytes",
-                cli.output.display()
-            );
-        }
-        let nr = (bytes / BLOCK_SIZE as u64).min(MAX_METADATA_BLOCKS);
-        if plan.blocks_needed(nr) > nr {
-            bail!(
-                "out of metadata space: '{}' is too small for this metadata",
-                cli.output.display()
-            );
-        }
-        build(&shrunk.0, &plan, &overrides, &mut sink, nr)?;
+        let (mut sink, nr_blocks) = metadata_output(&cli.output)?;
+        restore(&shrunk.0, &Overrides::default(), &mut sink, nr_blocks)?;
     } else {
         std::fs::copy(&shrunk.0, &cli.output)
             .with_context(|| format!("cannot write '{}'", cli.output.display()))?;
