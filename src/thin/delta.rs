@@ -6,7 +6,8 @@
 //! only, by the right only, by both to the same data, by both to
 //! different data). Neighbouring stretches of one kind that touch in
 //! virtual address are merged into one entry, as the reference tools do
-//! (so an entry's data start is that of its first part).
+//! (so an entry's data start is that of its first part). Leaves the two
+//! trees share are read once and not compared.
 
 use crate::io::BlockSource;
 use crate::pdata::btree::node::NodeView;
@@ -58,10 +59,10 @@ struct Runs<'a> {
 }
 
 impl<'a> Runs<'a> {
-    fn new(src: &'a BlockSource, root: u64) -> Runs<'a> {
+    fn new(src: &'a BlockSource, leaves: &[u64]) -> Runs<'a> {
         Runs {
             src,
-            leaves: ordered_leaves(src, root).into_iter(),
+            leaves: leaves.to_vec().into_iter(),
             node: None,
             pending: None,
         }
@@ -104,37 +105,98 @@ impl Iterator for Runs<'_> {
     }
 }
 
-/// Calls `emit` with each merged difference entry, in virtual order.
-pub fn diff(src: &BlockSource, left_root: u64, right_root: u64, mut emit: impl FnMut(DiffEntry)) {
-    let mut left = Runs::new(src, left_root);
-    let mut right = Runs::new(src, right_root);
-    let mut l = left.next();
-    let mut r = right.next();
-    let mut current: Option<DiffEntry> = None;
-    let mut push = |e: DiffEntry, current: &mut Option<DiffEntry>| match current {
-        Some(c) if c.kind == e.kind && c.begin + c.len == e.begin => c.len += e.len,
-        _ => {
-            if let Some(done) = current.replace(e) {
-                emit(done);
+/// Merges touching entries of one kind before handing them on.
+struct Merger<F: FnMut(DiffEntry)> {
+    current: Option<DiffEntry>,
+    emit: F,
+}
+
+impl<F: FnMut(DiffEntry)> Merger<F> {
+    fn push(&mut self, e: DiffEntry) {
+        match self.current.as_mut() {
+            Some(c) if c.kind == e.kind && c.begin + c.len == e.begin => c.len += e.len,
+            _ => {
+                if let Some(done) = self.current.replace(e) {
+                    (self.emit)(done);
+                }
             }
         }
+    }
+
+    fn finish(mut self) {
+        if let Some(done) = self.current.take() {
+            (self.emit)(done);
+        }
+    }
+}
+
+/// Calls `emit` with each merged difference entry, in virtual order.
+///
+/// A leaf both trees hold (the same block) has the same keys and values
+/// in both: it is read once and reported as the same, uncompared. Between
+/// two such leaves both trees cover the same keys, so the stretches of
+/// other leaves are compared with each other alone.
+pub fn diff(src: &BlockSource, left_root: u64, right_root: u64, emit: impl FnMut(DiffEntry)) {
+    let left = ordered_leaves(src, left_root);
+    let right = ordered_leaves(src, right_root);
+    let right_at: std::collections::HashMap<u64, usize> =
+        right.iter().enumerate().map(|(i, b)| (*b, i)).collect();
+    let mut out = Merger {
+        current: None,
+        emit,
     };
+    let (mut i, mut j) = (0, 0);
+    while i < left.len() || j < right.len() {
+        // The next leaf both hold, at or after the cursors.
+        let next = (i..left.len())
+            .find_map(|k| right_at.get(&left[k]).filter(|&&l| l >= j).map(|&l| (k, l)));
+        let (mut k, mut l) = next.unwrap_or((left.len(), right.len()));
+        diff_stretch(src, &left[i..k], &right[j..l], &mut out);
+        while k < left.len() && l < right.len() && left[k] == right[l] {
+            for r in Runs::new(src, &left[k..k + 1]) {
+                out.push(entry(
+                    DiffKind::Same,
+                    r.virt,
+                    r.len,
+                    Some(r.data),
+                    Some(r.data),
+                ));
+            }
+            k += 1;
+            l += 1;
+        }
+        (i, j) = (k, l);
+    }
+    out.finish();
+}
+
+/// Compares two stretches of leaves covering the same keys.
+fn diff_stretch<F: FnMut(DiffEntry)>(
+    src: &BlockSource,
+    left: &[u64],
+    right: &[u64],
+    out: &mut Merger<F>,
+) {
+    let mut left = Runs::new(src, left);
+    let mut right = Runs::new(src, right);
+    let mut l = left.next();
+    let mut r = right.next();
     loop {
         let (lr, rr) = match (l, r) {
             (None, None) => break,
             (Some(a), None) => {
-                push(
-                    entry(DiffKind::LeftOnly, a.virt, a.len, Some(a.data), None),
-                    &mut current,
-                );
+                out.push(entry(DiffKind::LeftOnly, a.virt, a.len, Some(a.data), None));
                 l = left.next();
                 continue;
             }
             (None, Some(b)) => {
-                push(
-                    entry(DiffKind::RightOnly, b.virt, b.len, None, Some(b.data)),
-                    &mut current,
-                );
+                out.push(entry(
+                    DiffKind::RightOnly,
+                    b.virt,
+                    b.len,
+                    None,
+                    Some(b.data),
+                ));
                 r = right.next();
                 continue;
             }
@@ -143,17 +205,11 @@ pub fn diff(src: &BlockSource, left_root: u64, right_root: u64, mut emit: impl F
         if lr.virt < rr.virt {
             // Left alone up to the right run's start (or its own end).
             let n = lr.len.min(rr.virt - lr.virt);
-            push(
-                entry(DiffKind::LeftOnly, lr.virt, n, Some(lr.data), None),
-                &mut current,
-            );
+            out.push(entry(DiffKind::LeftOnly, lr.virt, n, Some(lr.data), None));
             l = advance(lr, n).or_else(|| left.next());
         } else if rr.virt < lr.virt {
             let n = rr.len.min(lr.virt - rr.virt);
-            push(
-                entry(DiffKind::RightOnly, rr.virt, n, None, Some(rr.data)),
-                &mut current,
-            );
+            out.push(entry(DiffKind::RightOnly, rr.virt, n, None, Some(rr.data)));
             r = advance(rr, n).or_else(|| right.next());
         } else {
             let n = lr.len.min(rr.len);
@@ -162,16 +218,10 @@ pub fn diff(src: &BlockSource, left_root: u64, right_root: u64, mut emit: impl F
             } else {
                 DiffKind::Different
             };
-            push(
-                entry(kind, lr.virt, n, Some(lr.data), Some(rr.data)),
-                &mut current,
-            );
+            out.push(entry(kind, lr.virt, n, Some(lr.data), Some(rr.data)));
             l = advance(lr, n).or_else(|| left.next());
             r = advance(rr, n).or_else(|| right.next());
         }
-    }
-    if let Some(done) = current {
-        emit(done);
     }
 }
 
