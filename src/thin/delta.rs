@@ -53,16 +53,16 @@ struct Run {
 /// A tree's mappings in key order, as maximal runs.
 struct Runs<'a> {
     src: &'a BlockSource,
-    leaves: std::vec::IntoIter<u64>,
+    leaves: std::iter::Copied<std::slice::Iter<'a, u64>>,
     node: Option<(NodeView<'a>, u32)>,
     pending: Option<Run>,
 }
 
 impl<'a> Runs<'a> {
-    fn new(src: &'a BlockSource, leaves: &[u64]) -> Runs<'a> {
+    fn new(src: &'a BlockSource, leaves: &'a [u64]) -> Runs<'a> {
         Runs {
             src,
-            leaves: leaves.to_vec().into_iter(),
+            leaves: leaves.iter().copied(),
             node: None,
             pending: None,
         }
