@@ -12,6 +12,7 @@ mod overwrite;
 pub mod thin_check;
 pub mod thin_delta;
 pub mod thin_dump;
+pub mod thin_generate_damage;
 pub mod thin_ls;
 pub mod thin_metadata_pack;
 pub mod thin_metadata_size;
@@ -48,6 +49,11 @@ pub const TOOLS: &[Tool] = &[
         name: "thin_dump",
         about: "Dump thin metadata as XML or a human-readable listing",
         run: thin_dump::run,
+    },
+    Tool {
+        name: "thin_generate_damage",
+        about: "Damage healthy metadata in one named way (developer tool)",
+        run: thin_generate_damage::run,
     },
     Tool {
         name: "thin_ls",

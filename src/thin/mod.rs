@@ -3,6 +3,7 @@
 
 pub mod block_time;
 pub mod check;
+pub mod damage;
 pub mod delta;
 pub mod device_details;
 pub mod devices;
