@@ -13,4 +13,6 @@ pub mod commands;
 pub mod io;
 pub mod pdata;
 pub mod report;
+#[doc(hidden)]
+pub mod testing;
 pub mod thin;

@@ -169,3 +169,40 @@ fn the_overwrite_question() {
     let o = unpack(&pack, &out, &["--force"]);
     assert_eq!((code(&o), stderr(&o)), (0, String::new()));
 }
+
+/// Power lost after every possible number of writes: the zeroed output
+/// has no valid superblock, or the whole image.
+#[test]
+fn a_crash_while_unpacking_never_leaves_a_valid_superblock_over_missing_blocks() {
+    use dmpd::io::pack;
+    use dmpd::io::sink::MemorySink;
+    let packed = {
+        let mut out = Vec::new();
+        pack::pack(&gunzip_fixture("tmeta_with_empty_roots"), &mut out).unwrap();
+        out
+    };
+    let size = pack::read_header(&packed).unwrap() as usize * 4096;
+    let mut full = vec![0u8; size];
+    let mut sink = MemorySink {
+        image: &mut full,
+        limit: None,
+        writes: 0,
+    };
+    pack::unpack_to_sink(&packed, &mut sink).unwrap();
+    let total = sink.writes;
+    assert!(full == gunzip_fixture("tmeta_with_empty_roots"));
+    for k in 0..total {
+        let mut image = vec![0u8; size];
+        let mut sink = MemorySink {
+            image: &mut image,
+            limit: Some(k),
+            writes: 0,
+        };
+        assert!(pack::unpack_to_sink(&packed, &mut sink).is_err());
+        assert_eq!(
+            dmpd::io::checksum::kind_of(&image[..4096]),
+            None,
+            "crash after {k} writes"
+        );
+    }
+}

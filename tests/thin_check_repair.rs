@@ -189,3 +189,28 @@ fn a_crash_at_any_write_leaves_old_or_new_metadata() {
         );
     }
 }
+
+/// The same with writes since the last flush dropped.
+#[test]
+fn a_crash_that_drops_unflushed_writes_leaves_old_or_new() {
+    use dmpd::io::sink::VolatileSink;
+    let image = leaky(16, 5);
+    let before = check_bytes(&image.bytes);
+    let counts = before.counts.as_ref().unwrap();
+    let src = BlockSource::from_bytes(&image.bytes, Path::new("image")).unwrap();
+    let mut probe = image.bytes.clone();
+    let mut sink = VolatileSink::new(&mut probe, None);
+    repair_leaks(&src, counts, false, &mut sink).unwrap();
+    let total = sink.writes;
+    for k in 0..total {
+        let mut bytes = image.bytes.clone();
+        let mut sink = VolatileSink::new(&mut bytes, Some(k));
+        assert!(repair_leaks(&src, counts, false, &mut sink).is_err());
+        let r = check_bytes(&bytes);
+        assert!(!r.has_fatal(), "crash after {k} writes: {:?}", r.findings);
+        assert_eq!(
+            (r.metadata_leaks, r.data_leaks),
+            (before.metadata_leaks, before.data_leaks)
+        );
+    }
+}

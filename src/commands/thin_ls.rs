@@ -167,6 +167,8 @@ fn run_cli(cli: Cli) -> Result<()> {
             sb.details_root
         );
     }
+    live.data_size_plausible(src.nr_blocks())
+        .map_err(|e| anyhow::anyhow!(e))?;
     let counts = if cli.fields.iter().any(|f| f.needs_counts()) {
         Reporter::new(false).line("Scanning data mappings");
         count_devices(&src, &roots, live.data_sm_root.nr_blocks)?

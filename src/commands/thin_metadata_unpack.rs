@@ -55,11 +55,12 @@ fn run_cli(cli: Cli) -> Result<()> {
     if nr_blocks > 0 {
         file.write_all_at(&[0u8; BLOCK_SIZE], (nr_blocks - 1) * BLOCK_SIZE as u64)?;
     }
-    pack::unpack_each(&bytes, |b, data| {
-        file.write_all_at(data, b * BLOCK_SIZE as u64)
-    })
-    .map_err(|e| anyhow!("{e}"))
-    .with_context(|| format!("unpacking '{}'", cli.input.display()))?;
-    file.sync_all()?;
+    drop(file);
+    // The output was just truncated: until block 0 is written last, after
+    // everything else is flushed, it holds no valid superblock.
+    let mut sink = crate::io::sink::FileSink::open(&cli.output)?;
+    pack::unpack_to_sink(&bytes, &mut sink)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("unpacking '{}'", cli.input.display()))?;
     Ok(())
 }

@@ -185,6 +185,30 @@ pub fn unpack_each(
     Ok(nr_blocks)
 }
 
+/// Unpacks through `sink` onto an output already zeroed and sized:
+/// every block but block 0, a flush, then block 0 and a flush, so that a
+/// crash part way never leaves a valid superblock over missing blocks.
+pub fn unpack_to_sink(
+    bytes: &[u8],
+    sink: &mut dyn super::sink::BlockSink,
+) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+    let mut first: Option<Vec<u8>> = None;
+    let nr_blocks = unpack_each(bytes, |b, data| {
+        if b == 0 {
+            first = Some(data.to_vec());
+            Ok(())
+        } else {
+            sink.write_block(b, data)
+        }
+    })?;
+    sink.flush()?;
+    if let Some(block) = first {
+        sink.write_block(0, &block)?;
+        sink.flush()?;
+    }
+    Ok(nr_blocks)
+}
+
 /// Unpacks into `image`, which must hold `read_header(bytes)` blocks.
 pub fn unpack_into(
     bytes: &[u8],

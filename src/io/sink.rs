@@ -118,3 +118,44 @@ impl BlockSink for MemorySink<'_> {
         Ok(())
     }
 }
+
+/// An in-memory image whose writes stay volatile until flushed, for
+/// tests: after `limit` writes, power is lost and every write since the
+/// last flush is dropped.
+pub struct VolatileSink<'a> {
+    pub image: &'a mut Vec<u8>,
+    pub limit: Option<usize>,
+    pub writes: usize,
+    pending: Vec<(u64, Vec<u8>)>,
+}
+
+impl<'a> VolatileSink<'a> {
+    pub fn new(image: &'a mut Vec<u8>, limit: Option<usize>) -> VolatileSink<'a> {
+        VolatileSink {
+            image,
+            limit,
+            writes: 0,
+            pending: Vec::new(),
+        }
+    }
+}
+
+impl BlockSink for VolatileSink<'_> {
+    fn write_block(&mut self, b: u64, data: &[u8]) -> std::io::Result<()> {
+        if self.limit.is_some_and(|l| self.writes >= l) {
+            self.pending.clear();
+            return Err(std::io::Error::other("simulated power loss"));
+        }
+        self.writes += 1;
+        self.pending.push((b, data.to_vec()));
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        for (b, data) in self.pending.drain(..) {
+            let off = b as usize * BLOCK_SIZE;
+            self.image[off..off + BLOCK_SIZE].copy_from_slice(&data);
+        }
+        Ok(())
+    }
+}

@@ -12,6 +12,16 @@ use std::sync::Mutex;
 const SHARDS: usize = 64;
 const PER_WORD: u64 = 32;
 
+/// Zeroed atomic words from a zeroed allocation: the pages of a large,
+/// sparsely used counter are only touched where blocks are counted.
+fn zeroed_atomics(n: usize) -> Vec<AtomicU64> {
+    let mut words = std::mem::ManuallyDrop::new(vec![0u64; n]);
+    let (ptr, len, cap) = (words.as_mut_ptr(), words.len(), words.capacity());
+    // SAFETY: AtomicU64 has the size and alignment of u64, and all-zero
+    // bytes are a valid AtomicU64; the allocation is handed over whole.
+    unsafe { Vec::from_raw_parts(ptr as *mut AtomicU64, len, cap) }
+}
+
 pub struct RefCounter {
     words: Vec<AtomicU64>,
     /// Count minus three, for blocks whose two bits are saturated.
@@ -23,7 +33,7 @@ impl RefCounter {
     pub fn new(nr_blocks: u64) -> RefCounter {
         let nr_words = nr_blocks.div_ceil(PER_WORD) as usize;
         RefCounter {
-            words: (0..nr_words).map(|_| AtomicU64::new(0)).collect(),
+            words: zeroed_atomics(nr_words),
             overflow: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             nr_blocks,
         }

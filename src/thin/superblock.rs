@@ -123,6 +123,21 @@ impl Superblock {
         Ok(Superblock::parse(b))
     }
 
+    /// The data space map's size must be describable: each 16320 data
+    /// blocks take one bitmap block of the metadata device.
+    pub fn data_size_plausible(&self, metadata_blocks: u64) -> Result<(), String> {
+        let limit =
+            crate::pdata::space_map::bitmap::ENTRIES_PER_BITMAP.saturating_mul(metadata_blocks);
+        if self.data_sm_root.nr_blocks > limit {
+            return Err(format!(
+                "the data space map claims {} data blocks, more than a {metadata_blocks}-block \
+                 metadata device can describe ({limit})",
+                self.data_sm_root.nr_blocks
+            ));
+        }
+        Ok(())
+    }
+
     pub fn needs_check(&self) -> bool {
         self.flags & NEEDS_CHECK != 0
     }

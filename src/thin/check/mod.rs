@@ -179,6 +179,9 @@ impl<'a> Checker<'a> {
 
     /// Fields a walk would trip over later, reported with their values.
     fn check_superblock_fields(&mut self, sb: &Superblock) {
+        if let Err(why) = sb.data_size_plausible(self.src.nr_blocks()) {
+            self.report(Finding::fatal("superblock", why));
+        }
         if sb.version != 1 && sb.version != 2 {
             self.report(Finding::fatal(
                 "superblock",

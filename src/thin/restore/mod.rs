@@ -104,6 +104,11 @@ pub fn validate(path: &Path, overrides: &Overrides) -> Result<Plan> {
         .map_err(|e| located(path, e))
 }
 
+/// The first pass over XML from any reader (fuzzing, tests).
+pub fn validate_reader<R: BufRead>(input: R, overrides: &Overrides) -> XmlResult<Plan> {
+    Validator::default().run(&mut XmlItems::new(input), overrides)
+}
+
 #[derive(Default)]
 enum Container {
     #[default]
@@ -217,6 +222,16 @@ impl Validator {
                     ));
                 }
                 self.nr_data_blocks = s.nr_data_blocks.max(overrides.nr_data_blocks.unwrap_or(0));
+                let limit = ENTRIES_PER_BITMAP * MAX_METADATA_BLOCKS;
+                if self.nr_data_blocks > limit {
+                    return fail(
+                        at,
+                        format!(
+                        "nr_data_blocks {} is more than any metadata device can describe ({limit})",
+                        self.nr_data_blocks
+                    ),
+                    );
+                }
                 self.data_refs = Some(RefCounter::new(self.nr_data_blocks));
                 self.sb = Some(s);
             }

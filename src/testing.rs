@@ -1,0 +1,102 @@
+//! Entry points for the fuzz targets (fuzz/) and their regression tests:
+//! each runs the library over arbitrary bytes and must never panic.
+
+use std::path::Path;
+
+use crate::io::checksum::{self, seal, BlockKind};
+use crate::io::{le_u32, pack, BlockSource, BLOCK_SIZE};
+use crate::pdata::btree::node::NodeView;
+use crate::pdata::space_map::bitmap;
+use crate::report::{Mode, Reporter};
+use crate::thin::check::{check, CheckOptions};
+use crate::thin::dump::{dump, DumpOptions, Format};
+use crate::thin::repair::{salvage, RepairOptions};
+use crate::thin::restore::{validate_reader, Overrides};
+use crate::thin::superblock::Superblock;
+
+/// Blocks an image made from fuzz input has at most.
+pub const MAX_IMAGE_BLOCKS: usize = 64;
+
+/// Makes an image of the input, sealing block 0 as a superblock and
+/// every block whose flags look like a btree node's as a node (bitmap and
+/// index blocks by a marker byte), so that mutations reach past the
+/// checksums; then checks, dumps and salvages it.
+pub fn exercise_image(data: &[u8]) {
+    let nr = (data.len() / BLOCK_SIZE).clamp(1, MAX_IMAGE_BLOCKS);
+    let mut image = vec![0u8; nr * BLOCK_SIZE];
+    let n = data.len().min(image.len());
+    image[..n].copy_from_slice(&data[..n]);
+    for (b, block) in image.chunks_mut(BLOCK_SIZE).enumerate() {
+        if b == 0 {
+            seal(block, BlockKind::ThinSuperblock);
+        } else if matches!(le_u32(block, 4), 1 | 2) {
+            block[8..16].copy_from_slice(&(b as u64).to_le_bytes());
+            seal(block, BlockKind::BtreeNode);
+        } else if block[4] == 0xb1 {
+            seal(block, BlockKind::Bitmap);
+        } else if block[4] == 0x1d {
+            seal(block, BlockKind::Index);
+        }
+    }
+    let Ok(src) = BlockSource::from_bytes(&image, Path::new("fuzz")) else {
+        return;
+    };
+    let quiet = Reporter::with_mode(Mode::Quiet);
+    let _ = check(&src, &CheckOptions::default(), &quiet);
+    let snap = CheckOptions {
+        metadata_snap: true,
+        ..Default::default()
+    };
+    let _ = check(&src, &snap, &quiet);
+    let opts = DumpOptions {
+        format: Format::Xml,
+        metadata_snap: false,
+        skip_mappings: false,
+        dev_ids: None,
+        flat: false,
+        transaction_id: None,
+        data_block_size: None,
+        nr_data_blocks: None,
+    };
+    let _ = dump(&src, &opts, &mut std::io::sink());
+    let repair = RepairOptions {
+        data_block_size: Some(128),
+        ..Default::default()
+    };
+    let _ = salvage(&src, &repair);
+}
+
+/// One block's views: checksum kind, node validation, superblock, bitmap.
+pub fn exercise_block(data: &[u8]) {
+    let mut block = vec![0u8; BLOCK_SIZE];
+    let n = data.len().min(BLOCK_SIZE);
+    block[..n].copy_from_slice(&data[..n]);
+    let _ = checksum::kind_of(&block);
+    let node = NodeView::new(&block);
+    for vs in [4, 8, 16, 24] {
+        if node.validate(vs, true).is_ok() {
+            for i in 0..node.nr_entries() {
+                let _ = (node.key(i), node.value(i));
+            }
+        }
+    }
+    let _ = node.key_bounds_unchecked();
+    let _ = Superblock::parse(&block);
+    for i in [0, 1, 16319] {
+        let _ = bitmap::entry(&block, i);
+    }
+    for i in 0..bitmap::MAX_METADATA_BITMAPS {
+        let _ = bitmap::metadata_index_entry(&block, i);
+    }
+}
+
+/// thin_restore's validating pass.
+pub fn exercise_xml(data: &[u8]) {
+    let _ = validate_reader(data, &Overrides::default());
+}
+
+/// The pack reader.
+pub fn exercise_pack(data: &[u8]) {
+    let _ = pack::read_header(data);
+    let _ = pack::unpack_each(data, |_, _| Ok(()));
+}
