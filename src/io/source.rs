@@ -230,10 +230,18 @@ impl BlockSource {
         Ok(data)
     }
 
-    /// Asks the kernel to read ahead the whole mapping (cold caches).
-    pub fn advise_sequential(&self) {
+    /// Asks the kernel to start reading blocks [first, first + count)
+    /// in the background (cold caches: the walk then finds them read).
+    pub fn will_need(&self, first: u64, count: u64) {
         if let Backing::File(m) = &self.backing {
-            let _ = m.advise(memmap2::Advice::WillNeed);
+            let end = first.saturating_add(count).min(self.nr_blocks);
+            if first < end {
+                let _ = m.advise_range(
+                    memmap2::Advice::WillNeed,
+                    first as usize * BLOCK_SIZE,
+                    (end - first) as usize * BLOCK_SIZE,
+                );
+            }
         }
     }
 }

@@ -200,12 +200,13 @@ impl<'a> Scan<'a> {
                     s.first = c.first;
                 }
                 s.last = c.last;
-                s.entries += c.entries;
+                s.entries = s.entries.saturating_add(c.entries);
                 for (t, n) in &c.times {
-                    *s.times.entry(*t).or_default() += n;
+                    let e = s.times.entry(*t).or_default();
+                    *e = e.saturating_add(*n);
                 }
                 s.highest_data = s.highest_data.max(c.highest_data);
-                s.mapped_sum += c.mapped_sum;
+                s.mapped_sum = s.mapped_sum.saturating_add(c.mapped_sum);
                 s.max_transaction = s.max_transaction.max(c.max_transaction);
                 s.age = s.age.max(c.age);
             }
@@ -227,9 +228,10 @@ impl<'a> Scan<'a> {
                 for (_, root) in node.entries_u64() {
                     let c = self.summary(root, Class::Mapping).unwrap_or_default();
                     s.entries += 1;
-                    s.mapped_sum += c.entries;
+                    s.mapped_sum = s.mapped_sum.saturating_add(c.entries);
                     for (t, n) in &c.times {
-                        *s.times.entry(*t).or_default() += n;
+                        let e = s.times.entry(*t).or_default();
+                        *e = e.saturating_add(*n);
                     }
                     s.highest_data = s.highest_data.max(c.highest_data);
                     s.age = s.age.max(c.age);
@@ -239,7 +241,7 @@ impl<'a> Scan<'a> {
                 for i in 0..node.nr_entries() {
                     let d = DeviceDetails::parse(node.value(i));
                     s.entries += 1;
-                    s.mapped_sum += d.mapped_blocks;
+                    s.mapped_sum = s.mapped_sum.saturating_add(d.mapped_blocks);
                     s.max_transaction = s.max_transaction.max(d.transaction_id);
                     s.age = s.age.max(d.creation_time).max(d.snapshotted_time);
                 }
@@ -252,8 +254,10 @@ impl<'a> Scan<'a> {
     fn leaves(&mut self, root: u64, class: Class) -> Vec<u64> {
         let mut out = Vec::new();
         let mut stack = vec![root];
+        // A node met twice in one tree is a cycle or a duplicate: once.
+        let mut seen = HashSet::new();
         while let Some(b) = stack.pop() {
-            if self.summary(b, class).is_none() {
+            if !seen.insert(b) || self.summary(b, class).is_none() {
                 continue;
             }
             let node = self.nodes[&b];

@@ -63,6 +63,8 @@ pub enum Damage {
     UnevenDepth,
     /// The node is sound but some of its values are not.
     BadValues(String),
+    /// An internal node that is its own descendant.
+    Cycle,
     /// A non-root node less than a third full (checked unless
     /// `--ignore-non-fatal-errors`, as the reference tools do).
     Underpopulated {
@@ -83,6 +85,7 @@ impl std::fmt::Display for Damage {
                 )
             }
             Damage::UnevenDepth => write!(f, "btree nodes are not all at the same depth"),
+            Damage::Cycle => write!(f, "the node is its own descendant (a cycle)"),
             Damage::BadValues(what) => write!(f, "value error: {what}"),
             Damage::Underpopulated {
                 nr_entries,
@@ -496,8 +499,14 @@ impl<'a> Walker<'a> {
             };
         }
         if let Some(s) = memo.get(&block) {
+            if *s == IN_PROGRESS {
+                // The node is its own descendant: a cycle.
+                self.record(tree, vec![block], KeyRange::ALL, Damage::Cycle);
+                return unusable;
+            }
             return *s;
         }
+        memo.insert(block, IN_PROGRESS);
         let mut sum = SubtreeSummary::default();
         let mut heights = Vec::new();
         for i in 0..node.nr_entries() {
@@ -523,6 +532,13 @@ impl<'a> Walker<'a> {
         sum
     }
 }
+
+/// Marks an internal node whose summary is being computed.
+const IN_PROGRESS: SubtreeSummary = SubtreeSummary {
+    entries: u64::MAX,
+    damaged: u64::MAX,
+    height: None,
+};
 
 /// A leaf entry: key and value bytes.
 pub type Entry<'a> = (u64, &'a [u8]);

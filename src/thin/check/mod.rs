@@ -174,14 +174,16 @@ impl<'a> Checker<'a> {
 
         self.rep.line("Checking thin metadata");
         self.rep.line("device details tree");
+        // The data counters are sized from this: it must be sane.
+        if let Err(why) = sb.data_size_plausible(self.src.nr_blocks()) {
+            return self.report(Finding::fatal("superblock", why));
+        }
+        prefetch_allocated(self.src, &sb);
         self.check_trees(&sb, snap);
     }
 
     /// Fields a walk would trip over later, reported with their values.
     fn check_superblock_fields(&mut self, sb: &Superblock) {
-        if let Err(why) = sb.data_size_plausible(self.src.nr_blocks()) {
-            self.report(Finding::fatal("superblock", why));
-        }
         if sb.version != 1 && sb.version != 2 {
             self.report(Finding::fatal(
                 "superblock",
@@ -520,6 +522,52 @@ fn node_finding(d: &NodeDamage, device: Option<u64>) -> Finding {
         blocks: None,
         node_path: Some(node_path::encode(&d.path)),
     })
+}
+
+/// Starts reading, in the background, every run of blocks the metadata
+/// space map says is in use, so a cold walk finds them in memory instead
+/// of faulting them in one at a time. Best effort: damage is reported
+/// later by the walk itself.
+fn prefetch_allocated(src: &BlockSource, sb: &Superblock) {
+    use crate::io::BlockKind;
+    use crate::pdata::space_map::bitmap::{self, ENTRIES_PER_BITMAP};
+    /// Free gaps shorter than this are read through.
+    const GAP: u64 = 256;
+    let root = &sb.metadata_sm_root;
+    let Ok(index) = src.checked(root.bitmap_root, BlockKind::Index) else {
+        return;
+    };
+    let nr_bitmaps = root
+        .nr_blocks
+        .div_ceil(ENTRIES_PER_BITMAP)
+        .min(bitmap::MAX_METADATA_BITMAPS as u64);
+    let mut run: Option<(u64, u64)> = None;
+    for i in 0..nr_bitmaps as usize {
+        let ie = bitmap::metadata_index_entry(index, i);
+        let Ok(bm) = src.checked(ie.blocknr, BlockKind::Bitmap) else {
+            continue;
+        };
+        let first = i as u64 * ENTRIES_PER_BITMAP;
+        let n = (root.nr_blocks - first).min(ENTRIES_PER_BITMAP);
+        for w in 0..n.div_ceil(32) as usize {
+            let word = bitmap::word(bm, w);
+            if word == 0 {
+                continue;
+            }
+            let b = first + w as u64 * 32;
+            run = match run {
+                Some((s, e)) if b <= e + GAP => Some((s, b + 32)),
+                Some((s, e)) => {
+                    src.will_need(s, e - s);
+                    Some((b, b + 32))
+                }
+                None => Some((b, b + 32)),
+            };
+        }
+    }
+    if let Some((s, e)) = run {
+        src.will_need(s, e - s);
+    }
 }
 
 /// The device a tree name such as "metadata snapshot device 3" names.
