@@ -328,3 +328,38 @@ fn json_output_is_one_document_with_structured_findings() {
         b + 1
     )), "{out}");
 }
+
+/// Clearing needs_check is one block write: power lost before it leaves
+/// the flag set, after it the flag clear; the metadata checks either way.
+#[test]
+fn a_crash_while_clearing_the_flag_leaves_a_valid_superblock() {
+    use dmpd::io::sink::{BlockSink, MemorySink};
+    use dmpd::thin::superblock::without_needs_check;
+    let mut image = Image::new(gunzip_fixture("tmeta_with_empty_roots"));
+    let mut sb = image.superblock();
+    sb.flags |= 1;
+    image.set_superblock(&sb);
+    let cleared = without_needs_check(image.block(0)).unwrap();
+    for k in 0..=1 {
+        let mut bytes = image.bytes.clone();
+        let mut sink = MemorySink {
+            image: &mut bytes,
+            limit: Some(k),
+            writes: 0,
+        };
+        let done = sink
+            .write_block(0, &cleared)
+            .and_then(|_| sink.flush())
+            .is_ok();
+        let after = Image::new(bytes);
+        assert_eq!(after.superblock().flags & 1, if done { 0 } else { 1 });
+        let src =
+            dmpd::io::BlockSource::from_bytes(&after.bytes, std::path::Path::new("x")).unwrap();
+        let r = dmpd::thin::check::check(
+            &src,
+            &dmpd::thin::check::CheckOptions::default(),
+            &dmpd::report::Reporter::with_mode(dmpd::report::Mode::Quiet),
+        );
+        assert!(r.passed(false), "after {k} writes: {:?}", r.findings);
+    }
+}

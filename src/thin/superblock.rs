@@ -194,25 +194,34 @@ impl Superblock {
     }
 }
 
-/// Clears the needs_check flag of the superblock at block 0 of `path` in
-/// place: only the flags field and the checksum change, then the write is
-/// flushed. Returns false (and writes nothing) if the flag was clear.
-pub fn clear_needs_check(path: &std::path::Path) -> anyhow::Result<bool> {
-    use anyhow::Context;
-    use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
-
-    let is_block_device = std::fs::metadata(path)?.file_type().is_block_device();
-    let mut open = std::fs::OpenOptions::new();
-    open.read(true).write(true);
-    if is_block_device {
-        open.custom_flags(libc::O_EXCL);
+/// The superblock `current` with needs_check cleared and resealed, only
+/// the flags field and checksum changed; None if the flag is clear.
+pub fn without_needs_check(current: &[u8]) -> Option<Vec<u8>> {
+    let flags = le_u32(current, FLAGS_OFFSET);
+    if flags & NEEDS_CHECK == 0 {
+        return None;
     }
-    let file = open.open(path).with_context(|| {
+    let mut block = current.to_vec();
+    block[FLAGS_OFFSET..FLAGS_OFFSET + 4].copy_from_slice(&(flags & !NEEDS_CHECK).to_le_bytes());
+    checksum::seal(&mut block, BlockKind::ThinSuperblock);
+    Some(block)
+}
+
+/// Clears the needs_check flag of the superblock at block 0 of `path` in
+/// place: one block write, then a flush. Returns false (and writes
+/// nothing) if the flag was clear.
+pub fn clear_needs_check(path: &std::path::Path) -> anyhow::Result<bool> {
+    use crate::io::sink::{BlockSink, FileSink};
+    use anyhow::Context;
+    use std::os::unix::fs::FileExt;
+
+    let mut sink = FileSink::open(path).with_context(|| {
         format!(
             "cannot open '{}' to clear the needs_check flag",
             path.display()
         )
     })?;
+    let file = std::fs::File::open(path)?;
     let mut block = vec![0u8; BLOCK_SIZE];
     file.read_exact_at(&mut block, 0)
         .with_context(|| format!("cannot read the superblock of '{}'", path.display()))?;
@@ -222,14 +231,11 @@ pub fn clear_needs_check(path: &std::path::Path) -> anyhow::Result<bool> {
             path.display()
         );
     }
-    let flags = le_u32(&block, FLAGS_OFFSET);
-    if flags & NEEDS_CHECK == 0 {
+    let Some(cleared) = without_needs_check(&block) else {
         return Ok(false);
-    }
-    block[FLAGS_OFFSET..FLAGS_OFFSET + 4].copy_from_slice(&(flags & !NEEDS_CHECK).to_le_bytes());
-    checksum::seal(&mut block, BlockKind::ThinSuperblock);
-    file.write_all_at(&block, 0)
-        .and_then(|_| file.sync_data())
+    };
+    sink.write_block(0, &cleared)
+        .and_then(|_| sink.flush())
         .with_context(|| format!("cannot write the superblock of '{}'", path.display()))?;
     Ok(true)
 }
