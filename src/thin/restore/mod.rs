@@ -132,7 +132,12 @@ struct Validator {
     device_leaves: u64,
     inline_leaves: u64,
     internal: u64,
-    data_refs: Option<RefCounter>,
+    /// Data blocks mapped at least once, twice, three times (sizes the
+    /// ref-count tree; roaring sets cost what the mapped runs cost, not
+    /// what the pool's size does).
+    data_once: RoaringTreemap,
+    data_twice: RoaringTreemap,
+    data_thrice: RoaringTreemap,
 }
 
 fn fail<T>(offset: u64, message: String) -> XmlResult<T> {
@@ -169,13 +174,7 @@ impl Validator {
             .filter(|d| d.refs >= 3)
             .map(DefInfo::leaves)
             .sum();
-        let data_refs = self.data_refs.take().unwrap();
-        let data_overflow = (0..data_refs.nr_blocks().div_ceil(32) as usize)
-            .map(|w| {
-                let x = data_refs.word(w);
-                (x & (x >> 1) & 0x5555_5555_5555_5555).count_ones() as u64
-            })
-            .sum::<u64>();
+        let data_overflow = self.data_thrice.len();
         let devices = self.devices.len() as u64;
         let bitmaps = self.nr_data_blocks.div_ceil(ENTRIES_PER_BITMAP);
         let blocks = 1
@@ -232,7 +231,6 @@ impl Validator {
                     ),
                     );
                 }
-                self.data_refs = Some(RefCounter::new(self.nr_data_blocks));
                 self.sb = Some(s);
             }
             _ if self.sb.is_none() => {
@@ -333,6 +331,21 @@ impl Validator {
         self.seen_data.clear();
     }
 
+    /// One more use of each data block in `range`.
+    fn count_data(&mut self, range: std::ops::Range<u64>) {
+        if self.data_once.range_cardinality(range.clone()) == 0 {
+            self.data_once.insert_range(range);
+            return;
+        }
+        let mut r = RoaringTreemap::new();
+        r.insert_range(range);
+        let third = &self.data_twice & &r;
+        self.data_thrice |= third;
+        let second = &(&self.data_once & &r) - &self.data_twice;
+        self.data_twice |= second;
+        self.data_once |= r;
+    }
+
     fn mapping(&mut self, run: MappingRun, at: u64) -> XmlResult<()> {
         let where_ = match &mut self.container {
             Container::None => {
@@ -377,12 +390,7 @@ impl Validator {
             );
         }
         self.seen_data.insert_range(run.data..end);
-        let refs = self.data_refs.as_ref().unwrap();
-        for b in run.data..end {
-            if refs.two_bits(b) < 3 {
-                refs.inc(b);
-            }
-        }
+        self.count_data(run.data..end);
         self.last_key = Some(run.virt + run.len - 1);
         self.mappings += run.len;
         self.segment += run.len;
