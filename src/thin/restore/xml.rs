@@ -128,43 +128,51 @@ impl<R: BufRead> XmlItems<R> {
 }
 
 /// Attribute values of one element, checked against what it allows.
-struct Attrs {
+/// Most attributes an element has.
+const MAX_ATTRS: usize = 8;
+
+struct Attrs<'a> {
     tag: &'static str,
-    values: Vec<(&'static str, Option<String>)>,
+    names: &'static [&'static str],
+    /// Values by position in `names`, borrowed from the element.
+    values: [Option<std::borrow::Cow<'a, str>>; MAX_ATTRS],
     at: u64,
 }
 
-impl Attrs {
+impl<'a> Attrs<'a> {
     fn read(
-        e: &BytesStart,
+        e: &'a BytesStart<'a>,
         tag: &'static str,
-        allowed: &[&'static str],
+        names: &'static [&'static str],
         at: u64,
-    ) -> XmlResult<Attrs> {
-        let mut values: Vec<(&'static str, Option<String>)> =
-            allowed.iter().map(|a| (*a, None)).collect();
+    ) -> XmlResult<Attrs<'a>> {
+        debug_assert!(names.len() <= MAX_ATTRS);
+        let mut values: [Option<std::borrow::Cow<'a, str>>; MAX_ATTRS] = Default::default();
         for attr in e.attributes() {
             let attr = match attr {
                 Ok(a) => a,
                 Err(e) => return err(at, format!("parse error in <{tag}> attributes: {e}")),
             };
-            let key = attr.key.into_inner().to_string();
-            let Some(slot) = values.iter_mut().find(|(n, _)| *n == key) else {
+            let key = attr.key.into_inner();
+            let Some(i) = names.iter().position(|n| *n == key) else {
                 return err(at, format!("unknown attribute '{key}' in <{tag}>"));
             };
-            if slot.1.is_some() {
+            if values[i].is_some() {
                 return err(at, format!("attribute '{key}' given twice in <{tag}>"));
             }
-            slot.1 = Some(attr.value.to_string());
+            values[i] = Some(attr.value);
         }
-        Ok(Attrs { tag, values, at })
+        Ok(Attrs {
+            tag,
+            names,
+            values,
+            at,
+        })
     }
 
     fn raw(&self, name: &str) -> Option<&str> {
-        self.values
-            .iter()
-            .find(|(n, _)| *n == name)
-            .and_then(|(_, v)| v.as_deref())
+        let i = self.names.iter().position(|n| *n == name)?;
+        self.values[i].as_deref()
     }
 
     fn string(&self, name: &str) -> XmlResult<String> {
@@ -178,8 +186,13 @@ impl Attrs {
     }
 
     fn number<T: std::str::FromStr>(&self, name: &str, width: &str) -> XmlResult<T> {
-        let v = self.string(name)?;
-        self.parse(name, &v, width)
+        match self.raw(name) {
+            Some(v) => self.parse(name, v, width),
+            None => err(
+                self.at,
+                format!("missing attribute '{name}' in <{}>", self.tag),
+            ),
+        }
     }
 
     fn optional<T: std::str::FromStr>(&self, name: &str, width: &str) -> XmlResult<Option<T>> {
