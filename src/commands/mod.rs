@@ -156,6 +156,23 @@ fn usage() -> String {
     s
 }
 
+/// Values a user supplies when the metadata does not say them, or to
+/// raise what it says (thin_dump, thin_restore, thin_repair).
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct OverrideArgs {
+    /// Data block size in sectors (replaces the recorded one)
+    #[arg(long, value_name = "SECTORS")]
+    pub data_block_size: Option<u32>,
+
+    /// Number of data blocks (at least this many)
+    #[arg(long, value_name = "NUM")]
+    pub nr_data_blocks: Option<u64>,
+
+    /// Transaction id (at least this)
+    #[arg(long, value_name = "NUM")]
+    pub transaction_id: Option<u64>,
+}
+
 /// Parses a tool's command line. `-V`/`--version` alone prints the bare
 /// version (lvm2 parses it) even when required arguments are missing.
 /// On a parse error or help request, returns the exit status to use.

@@ -12,7 +12,7 @@ use crate::io::source::{BlockSource, OpenOptions};
 use crate::thin::delta::{diff, DiffEntry, DiffKind};
 use crate::thin::devices::{read_devices_strict, unmatched_ids};
 use crate::thin::forest;
-use crate::thin::superblock::Superblock;
+use crate::thin::superblock::live_and_chosen;
 
 /// Print the differences between the mappings of two thin devices
 #[derive(Parser, Debug)]
@@ -87,17 +87,7 @@ fn run_cli(cli: Cli) -> Result<()> {
         },
     )?;
     check_binary(&src, false)?;
-    let live =
-        Superblock::read(&src, 0).map_err(|e| anyhow!("bad checksum in superblock ({e})"))?;
-    let sb = if cli.metadata_snap {
-        if live.metadata_snap == 0 {
-            bail!("no current metadata snap");
-        }
-        Superblock::read(&src, live.metadata_snap)
-            .map_err(|e| anyhow!("metadata snap: bad checksum in superblock ({e})"))?
-    } else {
-        live
-    };
+    let (_, sb) = live_and_chosen(&src, cli.metadata_snap)?;
     let (roots, details) = read_devices_strict(&src, sb.mapping_root, sb.details_root)?;
     let (only_mapped, only_detailed) = unmatched_ids(&roots, &details);
     if !only_mapped.is_empty() || !only_detailed.is_empty() {

@@ -23,13 +23,12 @@ enum OutputFormat {
 #[derive(Parser, Debug)]
 #[command(name = "thin_dump", disable_version_flag = true)]
 struct Cli {
+    #[command(flatten)]
+    overrides: super::OverrideArgs,
+
     /// Metadata device or file (may be gzip-compressed)
     #[arg(value_name = "INPUT")]
     input: PathBuf,
-
-    /// Data block size to write, in sectors (replaces the superblock's)
-    #[arg(long, value_name = "SECTORS")]
-    data_block_size: Option<u32>,
 
     /// Dump only this device (repeatable)
     #[arg(long = "dev-id", value_name = "THIN_ID")]
@@ -49,10 +48,6 @@ struct Cli {
     #[arg(short = 'm', long, value_name = "BLOCKNR", num_args = 0..=1, require_equals = true, default_missing_value = "0", conflicts_with = "repair")]
     metadata_snap: Option<u64>,
 
-    /// Number of data blocks to write (if larger than the superblock's)
-    #[arg(long, value_name = "NUM")]
-    nr_data_blocks: Option<u64>,
-
     /// Write to this file instead of standard output
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -68,10 +63,6 @@ struct Cli {
     /// Write devices and their details only, no mappings
     #[arg(long)]
     skip_mappings: bool,
-
-    /// Transaction id to write (if larger than the superblock's)
-    #[arg(long, value_name = "NUM")]
-    transaction_id: Option<u64>,
 
     /// Print the version
     #[arg(short = 'V', long = "version", action = ArgAction::SetTrue, exclusive = true)]
@@ -108,9 +99,9 @@ fn run_cli(cli: Cli) -> Result<()> {
         skip_mappings: cli.skip_mappings,
         dev_ids: (!cli.dev_ids.is_empty()).then_some(cli.dev_ids.clone()),
         flat: cli.flat,
-        transaction_id: cli.transaction_id,
-        data_block_size: cli.data_block_size,
-        nr_data_blocks: cli.nr_data_blocks,
+        transaction_id: cli.overrides.transaction_id,
+        data_block_size: cli.overrides.data_block_size,
+        nr_data_blocks: cli.overrides.nr_data_blocks,
     };
     let quiet = cli.quiet;
     let write = |out: &mut dyn std::io::Write| -> Result<()> {
@@ -118,9 +109,9 @@ fn run_cli(cli: Cli) -> Result<()> {
             let salvage = salvage(
                 &src,
                 &RepairOptions {
-                    transaction_id: cli.transaction_id,
-                    data_block_size: cli.data_block_size,
-                    nr_data_blocks: cli.nr_data_blocks,
+                    transaction_id: cli.overrides.transaction_id,
+                    data_block_size: cli.overrides.data_block_size,
+                    nr_data_blocks: cli.overrides.nr_data_blocks,
                 },
             )?;
             if !quiet {

@@ -14,7 +14,7 @@ use crate::report::Reporter;
 use crate::thin::device_details::DeviceDetails;
 use crate::thin::devices::{read_devices_strict, unmatched_ids};
 use crate::thin::ls::{count_devices, DeviceCounts};
-use crate::thin::superblock::Superblock;
+use crate::thin::superblock::live_and_chosen;
 
 const DEFAULT_FIELDS: &str = "DEV,MAPPED,CREATE_TIME,SNAP_TIME";
 
@@ -146,17 +146,7 @@ fn run_cli(cli: Cli) -> Result<()> {
         },
     )?;
     check_binary(&src, false)?;
-    let live = Superblock::read(&src, 0)
-        .map_err(|e| anyhow::anyhow!("bad checksum in superblock ({e})"))?;
-    let sb = if cli.metadata_snap {
-        if live.metadata_snap == 0 {
-            bail!("no current metadata snap");
-        }
-        Superblock::read(&src, live.metadata_snap)
-            .map_err(|e| anyhow::anyhow!("metadata snap: bad checksum in superblock ({e})"))?
-    } else {
-        live.clone()
-    };
+    let (live, sb) = live_and_chosen(&src, cli.metadata_snap)?;
     let (roots, details) = read_devices_strict(&src, sb.mapping_root, sb.details_root)?;
     let (only_mapped, only_detailed) = unmatched_ids(&roots, &details);
     if !only_mapped.is_empty() || !only_detailed.is_empty() {

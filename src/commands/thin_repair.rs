@@ -20,17 +20,12 @@ use crate::thin::restore::{build, validate, Overrides};
 #[derive(Parser, Debug)]
 #[command(name = "thin_repair", disable_version_flag = true)]
 struct Cli {
-    /// Data block size in sectors, if the superblock is lost
-    #[arg(long, value_name = "SECTORS")]
-    data_block_size: Option<u32>,
+    #[command(flatten)]
+    overrides: super::OverrideArgs,
 
     /// The damaged metadata
     #[arg(short, long, value_name = "FILE", required = true)]
     input: PathBuf,
-
-    /// Number of data blocks, if the superblock is lost
-    #[arg(long, value_name = "NUM")]
-    nr_data_blocks: Option<u64>,
 
     /// Existing device or file for the repaired metadata (at least 40960 bytes)
     #[arg(short, long, value_name = "FILE", required = true)]
@@ -39,10 +34,6 @@ struct Cli {
     /// Print no diagnostics
     #[arg(short, long)]
     quiet: bool,
-
-    /// Transaction id, if the superblock is lost
-    #[arg(long, value_name = "NUM")]
-    transaction_id: Option<u64>,
 
     /// Print the version
     #[arg(short = 'V', long = "version", action = ArgAction::SetTrue, exclusive = true)]
@@ -98,9 +89,9 @@ fn run_cli(cli: Cli) -> Result<()> {
     let found = salvage(
         &src,
         &RepairOptions {
-            transaction_id: cli.transaction_id,
-            data_block_size: cli.data_block_size,
-            nr_data_blocks: cli.nr_data_blocks,
+            transaction_id: cli.overrides.transaction_id,
+            data_block_size: cli.overrides.data_block_size,
+            nr_data_blocks: cli.overrides.nr_data_blocks,
         },
     )?;
     if !cli.quiet && cli.verbose > 0 {

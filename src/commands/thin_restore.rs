@@ -14,17 +14,12 @@ use crate::thin::restore::{restore, Overrides};
 #[derive(Parser, Debug)]
 #[command(name = "thin_restore", disable_version_flag = true)]
 struct Cli {
-    /// Data block size to write, in sectors (replaces the XML's)
-    #[arg(long, value_name = "SECTORS")]
-    data_block_size: Option<u32>,
+    #[command(flatten)]
+    overrides: super::OverrideArgs,
 
     /// XML input
     #[arg(short, long, value_name = "FILE", required = true)]
     input: PathBuf,
-
-    /// Number of data blocks to write (if larger than the XML's)
-    #[arg(long, value_name = "NUM")]
-    nr_data_blocks: Option<u64>,
 
     /// Existing metadata device or file to write (at least 40960 bytes)
     #[arg(short, long, value_name = "FILE", required = true)]
@@ -33,10 +28,6 @@ struct Cli {
     /// Print no diagnostics
     #[arg(short, long)]
     quiet: bool,
-
-    /// Transaction id to write (if larger than the XML's)
-    #[arg(long, value_name = "NUM")]
-    transaction_id: Option<u64>,
 
     /// Print the version
     #[arg(short = 'V', long = "version", action = ArgAction::SetTrue, exclusive = true)]
@@ -61,9 +52,9 @@ pub fn run(args: Vec<OsString>) -> i32 {
 fn run_cli(cli: Cli) -> Result<()> {
     check_path(&cli.input)?;
     let overrides = Overrides {
-        transaction_id: cli.transaction_id,
-        data_block_size: cli.data_block_size,
-        nr_data_blocks: cli.nr_data_blocks,
+        transaction_id: cli.overrides.transaction_id,
+        data_block_size: cli.overrides.data_block_size,
+        nr_data_blocks: cli.overrides.nr_data_blocks,
     };
     let (mut sink, nr_blocks) = metadata_output(&cli.output)?;
     // The whole XML is validated and sized before anything is written.

@@ -194,6 +194,25 @@ impl Superblock {
     }
 }
 
+/// The live superblock, and the one to read trees from: the live one,
+/// or with `metadata_snap` the snapshot's copy it points at.
+pub fn live_and_chosen(
+    src: &BlockSource,
+    metadata_snap: bool,
+) -> anyhow::Result<(Superblock, Superblock)> {
+    let live = Superblock::read(src, SUPERBLOCK_LOCATION)
+        .map_err(|e| anyhow::anyhow!("bad checksum in superblock ({e})"))?;
+    if !metadata_snap {
+        return Ok((live.clone(), live));
+    }
+    if live.metadata_snap == 0 {
+        anyhow::bail!("no current metadata snap");
+    }
+    let snap = Superblock::read(src, live.metadata_snap)
+        .map_err(|e| anyhow::anyhow!("metadata snap: bad checksum in superblock ({e})"))?;
+    Ok((live, snap))
+}
+
 /// The superblock `current` with needs_check cleared and resealed, only
 /// the flags field and checksum changed; None if the flag is clear.
 pub fn without_needs_check(current: &[u8]) -> Option<Vec<u8>> {

@@ -12,7 +12,7 @@ pub mod sharing;
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use rayon::prelude::*;
 
 use crate::io::BlockSource;
@@ -21,7 +21,7 @@ use crate::thin::block_time::BlockTime;
 use crate::thin::device_details::DeviceDetails;
 use crate::thin::devices::read_devices_strict;
 use crate::thin::forest::{self, ordered_leaves};
-use crate::thin::superblock::Superblock;
+use crate::thin::superblock::{live_and_chosen, Superblock};
 
 pub use format::{Format, Header, Run};
 use sharing::Segment;
@@ -51,15 +51,11 @@ enum Unit {
 /// The superblock a dump describes: the live one with overrides, or the
 /// metadata snapshot's copy as it is.
 pub fn select_superblock(src: &BlockSource, opts: &DumpOptions) -> Result<Superblock> {
-    let live = Superblock::read(src, 0).map_err(|e| anyhow!("bad checksum in superblock ({e})"))?;
+    let (_, chosen) = live_and_chosen(src, opts.metadata_snap)?;
     if opts.metadata_snap {
-        if live.metadata_snap == 0 {
-            bail!("no current metadata snap");
-        }
-        return Superblock::read(src, live.metadata_snap)
-            .map_err(|e| anyhow!("metadata snap: bad checksum in superblock ({e})"));
+        return Ok(chosen);
     }
-    let mut sb = live;
+    let mut sb = chosen;
     if let Some(t) = opts.transaction_id {
         sb.transaction_id = sb.transaction_id.max(t);
     }
