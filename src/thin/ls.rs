@@ -70,21 +70,35 @@ pub fn count_devices(
         }
     }
 
-    // How often each data block is mapped: 0, 1 or 2+.
+    // How often each data block is mapped: 0, 1 or more (the counters
+    // saturate at 3). Mappings come in runs of neighbouring data blocks:
+    // the uses of one 32-block counter word are added at once.
     let uses = RefCounter::new(nr_data_blocks);
     leaves.par_iter().try_for_each(|&l| -> Result<()> {
         let node = NodeView::new(src.block(l)?);
         let m = mult[l as usize].min(2);
+        let add = |word: u64, lanes: u32| {
+            for _ in 0..m {
+                uses.inc_word(word, lanes);
+            }
+        };
+        let (mut word, mut lanes) = (u64::MAX, 0u32);
         for (_, v) in node.entries_u64() {
             let b = BlockTime::unpack(v).block;
             if b >= nr_data_blocks {
                 bail!("device mapping in leaf {l} points to data block {b}, beyond the {nr_data_blocks} data blocks");
             }
-            for _ in 0..m {
-                if uses.two_bits(b) < 2 {
-                    uses.inc(b);
+            let (w, lane) = (b / 32, 1u32 << (b % 32));
+            if w != word || lanes & lane != 0 {
+                if lanes != 0 {
+                    add(word, lanes);
                 }
+                (word, lanes) = (w, 0);
             }
+            lanes |= lane;
+        }
+        if lanes != 0 {
+            add(word, lanes);
         }
         Ok(())
     })?;
