@@ -223,3 +223,10 @@ fn output_file_read_only_input_and_broken_pipe() {
     assert_eq!(code(&o), 64);
     assert_eq!(stderr(&o), "");
 }
+
+#[test]
+fn output_to_a_character_device() {
+    let gz = reference_dir().join("tmeta.bin.gz");
+    let o = dump(&["-o", "/dev/null", gz.to_str().unwrap()]);
+    assert_eq!((code(&o), stderr(&o)), (0, String::new()));
+}

@@ -138,11 +138,11 @@ fn run_cli(cli: Cli) -> Result<()> {
                 .with_context(|| format!("output error: cannot create '{}'", path.display()))?;
             let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
             write(&mut out)?;
-            out.into_inner()
+            let file = out
+                .into_inner()
                 .map_err(|e| e.into_error())
-                .context("output error")?
-                .sync_all()
                 .context("output error")?;
+            super::sync_output(&file).context("output error")?;
         }
         None => {
             let stdout = std::io::stdout();

@@ -49,9 +49,7 @@ fn run_cli(cli: Cli) -> Result<()> {
         .with_context(|| format!("cannot create '{}'", cli.output.display()))?;
     let mut out = std::io::BufWriter::new(file);
     pack::pack(image, &mut out).context("writing the pack")?;
-    out.into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()
-        .context("writing the pack")?;
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    super::sync_output(&file).context("writing the pack")?;
     Ok(())
 }
