@@ -95,6 +95,8 @@ struct Scan<'a> {
     nodes: HashMap<u64, NodeView<'a>>,
     classes: HashMap<u64, Option<Class>>,
     summaries: HashMap<u64, Option<Summary>>,
+    /// Valid children of each internal node, once worked out.
+    children_of: HashMap<u64, Vec<u64>>,
 }
 
 fn valid_node(src: &BlockSource, b: u64) -> Option<NodeView<'_>> {
@@ -123,6 +125,7 @@ impl<'a> Scan<'a> {
             nodes,
             classes: HashMap::new(),
             summaries: HashMap::new(),
+            children_of: HashMap::new(),
         }
     }
 
@@ -154,6 +157,10 @@ impl<'a> Scan<'a> {
 
     /// The valid children of an internal node of `class`, in key order.
     fn children(&mut self, node: NodeView<'a>, class: Class) -> Vec<u64> {
+        let block = node.blocknr();
+        if let Some(kids) = self.children_of.get(&block) {
+            return kids.clone();
+        }
         let mut out = Vec::new();
         let mut last: Option<u64> = None;
         for i in 0..node.nr_entries() {
@@ -161,16 +168,29 @@ impl<'a> Scan<'a> {
             if self.class(c) != Some(class) {
                 continue;
             }
-            let Some(s) = self.summary(c, class) else {
+            let Some((first, end)) = self.span(c, class) else {
                 continue;
             };
-            if last.is_some_and(|l| s.first <= l) || s.first < node.key(i) {
+            if last.is_some_and(|l| first <= l) || first < node.key(i) {
                 continue;
             }
-            last = Some(s.last);
+            last = Some(end);
             out.push(c);
         }
+        self.children_of.insert(block, out.clone());
         out
+    }
+
+    /// The first and last key of a valid subtree, without copying its
+    /// summary.
+    fn span(&mut self, b: u64, class: Class) -> Option<(u64, u64)> {
+        if !self.summaries.contains_key(&b) {
+            self.summary(b, class);
+        }
+        self.summaries
+            .get(&b)
+            .and_then(|s| s.as_ref())
+            .map(|s| (s.first, s.last))
     }
 
     fn summary(&mut self, b: u64, class: Class) -> Option<Summary> {
@@ -257,7 +277,7 @@ impl<'a> Scan<'a> {
         // A node met twice in one tree is a cycle or a duplicate: once.
         let mut seen = HashSet::new();
         while let Some(b) = stack.pop() {
-            if !seen.insert(b) || self.summary(b, class).is_none() {
+            if !seen.insert(b) || self.span(b, class).is_none() {
                 continue;
             }
             let node = self.nodes[&b];
@@ -286,7 +306,7 @@ impl<'a> Scan<'a> {
         let mut referenced = HashSet::new();
         let mut members = Vec::new();
         for b in blocks {
-            if self.class(b) != Some(class) || self.summary(b, class).is_none() {
+            if self.class(b) != Some(class) || self.span(b, class).is_none() {
                 continue;
             }
             members.push(b);
