@@ -1,6 +1,8 @@
 //! How a tool talks to its user: nothing at all (`-q`), plain lines on
 //! stderr (not a terminal), or a progress bar (stderr is a terminal).
 
+pub mod phases;
+
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 
