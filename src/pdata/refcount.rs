@@ -4,9 +4,14 @@
 //! the rare counts above three kept exactly in sharded maps: a 16 GiB
 //! metadata device (4 M blocks) costs 1 MiB, a pool of 2^28 data blocks
 //! 64 MiB.
+//!
+//! Metadata blocks are few and often shared many times over (every
+//! snapshot adds a reference to each shared node), so a counter made with
+//! `for_metadata` keeps a plain 32-bit count per block instead when that
+//! stays small: one atomic add per reference, no overflow maps.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 const SHARDS: usize = 64;
@@ -22,7 +27,32 @@ fn zeroed_atomics(n: usize) -> Vec<AtomicU64> {
     unsafe { Vec::from_raw_parts(ptr as *mut AtomicU64, len, cap) }
 }
 
+fn zeroed_atomics32(n: usize) -> Vec<AtomicU32> {
+    let mut words = std::mem::ManuallyDrop::new(vec![0u32; n]);
+    let (ptr, len, cap) = (words.as_mut_ptr(), words.len(), words.capacity());
+    // SAFETY: as above, for AtomicU32 and u32.
+    unsafe { Vec::from_raw_parts(ptr as *mut AtomicU32, len, cap) }
+}
+
+/// The largest counter `for_metadata` keeps dense: 8 M blocks (32 GiB of
+/// metadata, more than a metadata device can be) cost 32 MiB.
+const DENSE_LIMIT: u64 = 1 << 23;
+
+/// Bit j of `lanes` moved to bit 2j: a one in each chosen two-bit lane.
+#[inline]
+fn spread_lanes(lanes: u32) -> u64 {
+    let mut x = lanes as u64;
+    x = (x | (x << 16)) & 0x0000_FFFF_0000_FFFF;
+    x = (x | (x << 8)) & 0x00FF_00FF_00FF_00FF;
+    x = (x | (x << 4)) & 0x0F0F_0F0F_0F0F_0F0F;
+    x = (x | (x << 2)) & 0x3333_3333_3333_3333;
+    (x | (x << 1)) & 0x5555_5555_5555_5555
+}
+
 pub struct RefCounter {
+    /// Exact counts, one per block, when the counter is dense (then
+    /// `words` is empty).
+    dense: Vec<AtomicU32>,
     words: Vec<AtomicU64>,
     /// Count minus three, for blocks whose two bits are saturated.
     overflow: Vec<Mutex<HashMap<u64, u32>>>,
@@ -33,10 +63,29 @@ impl RefCounter {
     pub fn new(nr_blocks: u64) -> RefCounter {
         let nr_words = nr_blocks.div_ceil(PER_WORD) as usize;
         RefCounter {
+            dense: Vec::new(),
             words: zeroed_atomics(nr_words),
             overflow: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             nr_blocks,
         }
+    }
+
+    /// A counter for metadata blocks: dense when `nr_blocks` is small
+    /// enough (a size read from damaged metadata may not be).
+    pub fn for_metadata(nr_blocks: u64) -> RefCounter {
+        if nr_blocks > DENSE_LIMIT {
+            return RefCounter::new(nr_blocks);
+        }
+        RefCounter {
+            dense: zeroed_atomics32(nr_blocks as usize),
+            words: Vec::new(),
+            overflow: Vec::new(),
+            nr_blocks,
+        }
+    }
+
+    fn is_dense(&self) -> bool {
+        self.words.is_empty() && !self.dense.is_empty()
     }
 
     pub fn nr_blocks(&self) -> u64 {
@@ -48,6 +97,11 @@ impl RefCounter {
     #[inline]
     pub fn inc(&self, b: u64) -> u8 {
         debug_assert!(b < self.nr_blocks);
+        if self.is_dense() {
+            return self.dense[b as usize]
+                .fetch_add(1, Ordering::Relaxed)
+                .min(3) as u8;
+        }
         let word = &self.words[(b / PER_WORD) as usize];
         let shift = 2 * (b % PER_WORD);
         let mut cur = word.load(Ordering::Relaxed);
@@ -74,12 +128,15 @@ impl RefCounter {
     /// update serves them all unless one of them is already saturated.
     #[inline]
     pub fn inc_word(&self, word: u64, lanes: u32) {
-        let mut add = 0u64;
-        for j in 0..32 {
-            if lanes & (1 << j) != 0 {
-                add |= 1u64 << (2 * j);
+        if self.is_dense() {
+            let mut rest = lanes;
+            while rest != 0 {
+                self.inc(word * PER_WORD + rest.trailing_zeros() as u64);
+                rest &= rest - 1;
             }
+            return;
         }
+        let add = spread_lanes(lanes);
         let w = &self.words[word as usize];
         let mut cur = w.load(Ordering::Relaxed);
         loop {
@@ -100,8 +157,29 @@ impl RefCounter {
         }
     }
 
+    /// Adds one reference to each block of `blocks`, a word at a time.
+    pub fn inc_range(&self, blocks: std::ops::Range<u64>) {
+        debug_assert!(blocks.end <= self.nr_blocks);
+        let mut b = blocks.start;
+        while b < blocks.end {
+            let word = b / PER_WORD;
+            let first = (b % PER_WORD) as u32;
+            let n = (blocks.end - b).min(PER_WORD - first as u64) as u32;
+            let lanes = if n == 32 {
+                u32::MAX
+            } else {
+                ((1u32 << n) - 1) << first
+            };
+            self.inc_word(word, lanes);
+            b += n as u64;
+        }
+    }
+
     #[inline]
     pub fn get(&self, b: u64) -> u32 {
+        if self.is_dense() {
+            return self.dense[b as usize].load(Ordering::Relaxed);
+        }
         let v = self.two_bits(b);
         if v == 3 {
             3 + self.shard(b).lock().unwrap().get(&b).copied().unwrap_or(0)
@@ -113,6 +191,9 @@ impl RefCounter {
     /// The saturated two-bit count of block `b`.
     #[inline]
     pub fn two_bits(&self, b: u64) -> u8 {
+        if self.is_dense() {
+            return self.get(b).min(3) as u8;
+        }
         let w = self.words[(b / PER_WORD) as usize].load(Ordering::Relaxed);
         ((w >> (2 * (b % PER_WORD))) & 3) as u8
     }
@@ -121,12 +202,23 @@ impl RefCounter {
     /// natural order (count of block 32w+j at bits 2j..2j+2).
     #[inline]
     pub fn word(&self, w: usize) -> u64 {
+        if self.is_dense() {
+            let first = w * PER_WORD as usize;
+            let last = (first + PER_WORD as usize).min(self.dense.len());
+            return self.dense[first.min(last)..last]
+                .iter()
+                .enumerate()
+                .fold(0, |word, (j, c)| {
+                    word | (c.load(Ordering::Relaxed).min(3) as u64) << (2 * j)
+                });
+        }
         self.words[w].load(Ordering::Relaxed)
     }
 
     /// Heap used by the counters (for benchmarks).
     pub fn heap_bytes(&self) -> usize {
-        self.words.len() * 8
+        self.dense.len() * 4
+            + self.words.len() * 8
             + self
                 .overflow
                 .iter()
@@ -170,6 +262,55 @@ mod tests {
         assert_eq!(rc.get(34), 0);
         assert_eq!(rc.get(35), 1);
         assert_eq!(rc.get(36), 0);
+    }
+
+    #[test]
+    fn dense_counters_agree_with_packed_ones() {
+        let packed = RefCounter::new(100);
+        let dense = RefCounter::for_metadata(100);
+        assert!(dense.is_dense());
+        for rc in [&packed, &dense] {
+            for _ in 0..7 {
+                rc.inc(42);
+            }
+            rc.inc_word(1, 0b1011);
+            rc.inc_range(60..100);
+            rc.inc(99);
+        }
+        for b in 0..100 {
+            assert_eq!(dense.get(b), packed.get(b), "block {b}");
+            assert_eq!(dense.two_bits(b), packed.two_bits(b), "block {b}");
+        }
+        for w in 0..4 {
+            assert_eq!(dense.word(w), packed.word(w), "word {w}");
+        }
+        assert!(!RefCounter::for_metadata(DENSE_LIMIT + 1).is_dense());
+    }
+
+    #[test]
+    fn lanes_spread_to_even_bits() {
+        for lanes in [0u32, 1, 0b1011, 0x8000_0000, u32::MAX, 0x1234_5678] {
+            let want = (0..32)
+                .filter(|j| lanes & (1 << j) != 0)
+                .fold(0u64, |a, j| a | 1 << (2 * j));
+            assert_eq!(spread_lanes(lanes), want);
+        }
+    }
+
+    #[test]
+    fn range_increments_match_single_ones() {
+        let rc = RefCounter::new(200);
+        rc.inc_range(5..100);
+        rc.inc_range(31..33);
+        rc.inc_range(64..96);
+        rc.inc_range(199..200);
+        for b in 0..200 {
+            let want = (5..100).contains(&b) as u32
+                + (31..33).contains(&b) as u32
+                + (64..96).contains(&b) as u32
+                + (b == 199) as u32;
+            assert_eq!(rc.get(b), want, "block {b}");
+        }
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub fn validate(src: &BlockSource, roots: &BTreeMap<u64, u64>) -> Result<Forest>
 
 /// Validates the trees (name, root) strictly.
 pub fn validate_named(src: &BlockSource, roots: &[(String, u64)]) -> Result<Forest> {
-    let scratch_refs = RefCounter::new(src.nr_blocks());
+    let scratch_refs = RefCounter::for_metadata(src.nr_blocks());
     let walker = Walker::new(src, &scratch_refs, true);
     let leaves = Leaves::default();
     let trees: Vec<(String, u64, Vec<u64>)> = roots

@@ -10,7 +10,7 @@ use crate::thin::superblock::Superblock;
 
 /// Runs [begin, end) of data blocks whose stored count is zero.
 pub fn free_data_runs(src: &BlockSource, sb: &Superblock) -> anyhow::Result<Vec<(u64, u64)>> {
-    let scratch = RefCounter::new(src.nr_blocks());
+    let scratch = RefCounter::for_metadata(src.nr_blocks());
     let walker = Walker::new(src, &scratch, false);
     let sm = disk::read_data(&walker, sb.data_sm_root);
     if let Some(p) = sm.problems.first() {

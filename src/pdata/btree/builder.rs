@@ -34,7 +34,7 @@ impl<'a> MetadataWriter<'a> {
             sink,
             next: first,
             limit,
-            refs: RefCounter::new(limit),
+            refs: RefCounter::for_metadata(limit),
         }
     }
 

@@ -20,6 +20,7 @@ use crate::pdata::node_path;
 use crate::pdata::refcount::RefCounter;
 use crate::pdata::space_map::bitmap::MAX_METADATA_BLOCKS;
 use crate::pdata::space_map::disk::StoredSpaceMap;
+use crate::report::phases;
 use crate::report::Reporter;
 use crate::thin::device_details::{DeviceDetails, DEVICE_DETAILS_SIZE};
 use crate::thin::devices::{read_details, read_roots, unmatched_ids, TOP_LEVEL_VALUE_SIZE};
@@ -179,6 +180,7 @@ impl<'a> Checker<'a> {
             return self.report(Finding::fatal("superblock", why));
         }
         prefetch_allocated(self.src, &sb);
+        phases::phase("check: prefetch started");
         self.check_trees(&sb, snap);
     }
 
@@ -216,7 +218,7 @@ impl<'a> Checker<'a> {
         let src = self.src;
         let opts = self.opts;
         let sm_blocks = sb.metadata_sm_root.nr_blocks.min(MAX_METADATA_BLOCKS);
-        let metadata_refs = RefCounter::new(src.nr_blocks().max(sm_blocks));
+        let metadata_refs = RefCounter::for_metadata(src.nr_blocks().max(sm_blocks));
         let mut walker = Walker::new(src, &metadata_refs, !opts.ignore_non_fatal);
         // Nodes visited against blocks in use: close enough for a bar.
         let progress = self
@@ -333,7 +335,9 @@ impl<'a> Checker<'a> {
             nr_data_blocks,
             pool_time: sb.time,
         };
+        phases::phase("check: walking mapping trees");
         walker.walk_many(&trees, TreeSpec::MAPPING, &visitor);
+        phases::phase("check: mapping trees walked");
 
         let damage = walker.take_findings();
         let nr_damaged = damage.len();
@@ -386,7 +390,9 @@ impl<'a> Checker<'a> {
             return;
         }
 
+        phases::phase("check: mapped counts compared");
         let maps = space_maps::check(self, &walker, &metadata_refs, &data_refs, sb);
+        phases::phase("check: space maps reconciled");
         drop(walker);
         if let Some((data_sm, metadata_sm)) = maps {
             self.result.counts = Some(Box::new(Counts {
