@@ -8,30 +8,44 @@ use crate::pdata::btree::builder::{build_tree, MetadataWriter};
 use crate::pdata::refcount::RefCounter;
 
 use super::bitmap::{
-    self, IndexEntry, ENTRIES_PER_BITMAP, INDEX_ENTRY_SIZE, INDEX_HEADER_SIZE, MAX_METADATA_BITMAPS,
+    IndexEntry, BITMAP_HEADER_SIZE, ENTRIES_PER_BITMAP, INDEX_ENTRY_SIZE, INDEX_HEADER_SIZE,
+    MAX_METADATA_BITMAPS,
 };
 use super::disk::REF_COUNT_VALUE_SIZE;
 use super::root::SpaceMapRoot;
 
-/// A bitmap block image for blocks [first, first + 16320) and its index
-/// entry (blocknr filled by the caller), plus how many blocks are in use.
-fn bitmap_for(
-    first: u64,
-    nr_blocks: u64,
-    count: &dyn Fn(u64) -> u32,
-) -> (Vec<u8>, IndexEntry, u64) {
+/// Counter words per bitmap block (16320 entries, 32 per word).
+const WORDS_PER_BITMAP: usize = (ENTRIES_PER_BITMAP / 32) as usize;
+const LOW_BITS: u64 = 0x5555_5555_5555_5555;
+
+/// Bitmap block `index` for the first `nr_blocks` blocks of `counts` and
+/// its index entry (blocknr filled by the caller), plus how many blocks
+/// are in use. Works a counter word (32 blocks) at a time: the counter
+/// and the bitmap hold the same two-bit counts, with the bits of each
+/// pair swapped on disk.
+fn bitmap_for(counts: &RefCounter, index: u64, nr_blocks: u64) -> (Vec<u8>, IndexEntry, u64) {
     let mut block = vec![0u8; BLOCK_SIZE];
+    let first = index * ENTRIES_PER_BITMAP;
     let n = (nr_blocks - first).min(ENTRIES_PER_BITMAP);
+    let first_word = index as usize * WORDS_PER_BITMAP;
     let mut used = 0;
     let mut first_free = None;
-    for j in 0..n {
-        let c = count(first + j);
-        if c > 0 {
-            used += 1;
-            bitmap::set_entry(&mut block, j, c.min(3) as u8);
-        } else if first_free.is_none() {
-            first_free = Some(j);
+    for i in 0..(n as usize).div_ceil(32) {
+        let w = counts.word(first_word + i);
+        let valid = if (i + 1) * 32 <= n as usize {
+            LOW_BITS
+        } else {
+            LOW_BITS & ((1u64 << (2 * (n as usize - i * 32))) - 1)
+        };
+        let in_use = (w | (w >> 1)) & LOW_BITS & valid;
+        used += in_use.count_ones() as u64;
+        let free = !in_use & valid;
+        if first_free.is_none() && free != 0 {
+            first_free = Some(i as u64 * 32 + free.trailing_zeros() as u64 / 2);
         }
+        let disk = ((w & LOW_BITS) << 1) | ((w >> 1) & LOW_BITS);
+        let off = BITMAP_HEADER_SIZE + i * 8;
+        block[off..off + 8].copy_from_slice(&(disk & (valid | (valid << 1))).to_le_bytes());
     }
     // As the kernel keeps them: entries past the end count as free.
     let entry = IndexEntry {
@@ -86,7 +100,7 @@ pub fn write_data(w: &mut MetadataWriter, counts: &RefCounter) -> Result<SpaceMa
     let mut entries = Vec::new();
     let mut allocated = 0;
     for i in 0..nr_blocks.div_ceil(ENTRIES_PER_BITMAP) {
-        let (block, mut entry, used) = bitmap_for(i * ENTRIES_PER_BITMAP, nr_blocks, &get);
+        let (block, mut entry, used) = bitmap_for(counts, i, nr_blocks);
         let at = w.alloc()?;
         w.refs.inc(at);
         w.write(at, block, BlockKind::Bitmap)?;
@@ -132,9 +146,7 @@ pub fn write_metadata(w: &mut MetadataWriter, nr_blocks: u64) -> Result<SpaceMap
     let mut index = vec![0u8; BLOCK_SIZE];
     let mut allocated = 0;
     for (i, &at) in bitmap_blocks.iter().enumerate() {
-        let refs = &w.refs;
-        let get = |b: u64| refs.get(b);
-        let (block, mut entry, used) = bitmap_for(i as u64 * ENTRIES_PER_BITMAP, nr_blocks, &get);
+        let (block, mut entry, used) = bitmap_for(&w.refs, i as u64, nr_blocks);
         allocated += used;
         entry.blocknr = at;
         w.write(at, block, BlockKind::Bitmap)?;
@@ -148,4 +160,50 @@ pub fn write_metadata(w: &mut MetadataWriter, nr_blocks: u64) -> Result<SpaceMap
         bitmap_root: index_at,
         ref_count_root,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pdata::space_map::bitmap;
+
+    #[test]
+    fn bitmaps_hold_each_count_and_the_free_figures() {
+        let nr_blocks = ENTRIES_PER_BITMAP + 100;
+        let counts = RefCounter::new(nr_blocks);
+        // Block 0..5 used; 5 free; then counts 1, 2, 3, 5 spread about.
+        counts.inc_range(0..5);
+        for (b, n) in [(6u64, 1), (40, 2), (63, 3), (64, 5), (16319, 1), (16330, 2)] {
+            for _ in 0..n {
+                counts.inc(b);
+            }
+        }
+        let (block, entry, used) = bitmap_for(&counts, 0, nr_blocks);
+        for b in 0..ENTRIES_PER_BITMAP {
+            assert_eq!(
+                bitmap::entry(&block, b) as u32,
+                counts.get(b).min(3),
+                "block {b}"
+            );
+        }
+        assert_eq!(used, 10);
+        assert_eq!(entry.nr_free as u64, ENTRIES_PER_BITMAP - 10);
+        assert_eq!(entry.none_free_before, 5);
+
+        // The last bitmap covers 100 blocks; the rest count as free.
+        let (block, entry, used) = bitmap_for(&counts, 1, nr_blocks);
+        assert_eq!(bitmap::entry(&block, 10), 2);
+        assert_eq!(used, 1);
+        assert_eq!(entry.nr_free as u64, ENTRIES_PER_BITMAP - 1);
+        assert_eq!(entry.none_free_before, 0);
+    }
+
+    #[test]
+    fn a_full_bitmap_has_none_free_before_its_end() {
+        let counts = RefCounter::new(64);
+        counts.inc_range(0..64);
+        let (_, entry, used) = bitmap_for(&counts, 0, 64);
+        assert_eq!(used, 64);
+        assert_eq!(entry.none_free_before, 64);
+    }
 }
