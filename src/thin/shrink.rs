@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use crate::thin::dump::{Format, Header, Run};
-use crate::thin::restore::xml::{Item, MappingRun, XmlItems};
+use crate::thin::restore::xml::{Item, MappingRun, XmlDoc};
 
 /// Data blocks [from, from + len) move to [to, to + len).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,8 +25,8 @@ pub struct Move {
 
 /// The union of mapped data ranges, sorted and merged.
 fn mapped_ranges(xml: &Path) -> Result<(u64, Vec<(u64, u64)>)> {
-    let mut items =
-        XmlItems::open(xml).with_context(|| format!("cannot read '{}'", xml.display()))?;
+    let doc = XmlDoc::open(xml).with_context(|| format!("cannot read '{}'", xml.display()))?;
+    let mut items = doc.items();
     let mut ranges = Vec::new();
     let mut nr_data_blocks = None;
     while let Some((item, _)) = items
@@ -128,7 +128,8 @@ fn remap(run: MappingRun, moves: &[Move], out: &mut Vec<Run>) {
 
 /// The data block size (sectors) the XML's superblock records.
 pub fn data_block_size(xml: &Path) -> Result<u32> {
-    let mut items = XmlItems::open(xml)?;
+    let doc = XmlDoc::open(xml)?;
+    let mut items = doc.items();
     while let Some((item, _)) = items
         .next_item()
         .map_err(|e| anyhow::anyhow!("{}", e.message))?
@@ -166,7 +167,8 @@ pub fn copy_data(data: &Path, moves: &[Move], block_sectors: u32) -> Result<()> 
 pub fn shrink_xml(xml: &Path, new_size: u64, out: &mut dyn Write) -> Result<Vec<Move>> {
     let (_, mapped) = mapped_ranges(xml)?;
     let moves = plan(&mapped, new_size)?;
-    let mut items = XmlItems::open(xml)?;
+    let doc = XmlDoc::open(xml)?;
+    let mut items = doc.items();
     let fmt = Format::Xml;
     let mut buf = Vec::new();
     let mut pending: Option<Run> = None;

@@ -12,7 +12,6 @@
 pub mod xml;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::BufRead;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -27,11 +26,15 @@ use crate::pdata::btree::node::max_entries_for;
 use crate::pdata::refcount::RefCounter;
 use crate::pdata::space_map::bitmap::{ENTRIES_PER_BITMAP, MAX_METADATA_BLOCKS};
 use crate::pdata::space_map::writer;
+use crate::report::phases;
 use crate::thin::block_time::BlockTime;
 use crate::thin::device_details::{DeviceDetails, DEVICE_DETAILS_SIZE};
 use crate::thin::superblock::Superblock;
 
-use xml::{DeviceAttrs, Item, MappingRun, SuperblockAttrs, XmlError, XmlItems, XmlResult};
+use xml::{
+    DeviceAttrs, Item, ItemSource, MappingRun, ParsedAhead, SuperblockAttrs, XmlDoc, XmlError,
+    XmlItems, XmlResult,
+};
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Overrides {
@@ -97,15 +100,15 @@ fn located(path: &Path, e: XmlError) -> anyhow::Error {
 
 /// The first pass: validates the whole document and sizes the result.
 pub fn validate(path: &Path, overrides: &Overrides) -> Result<Plan> {
-    let mut items =
-        XmlItems::open(path).with_context(|| format!("cannot read '{}'", path.display()))?;
-    Validator::default()
-        .run(&mut items, overrides)
-        .map_err(|e| located(path, e))
+    let doc = XmlDoc::open(path).with_context(|| format!("cannot read '{}'", path.display()))?;
+    std::thread::scope(|scope| {
+        Validator::default().run(&mut ParsedAhead::spawn(scope, doc.bytes()), overrides)
+    })
+    .map_err(|e| located(path, e))
 }
 
 /// The first pass over XML from any reader (fuzzing, tests).
-pub fn validate_reader<R: BufRead>(input: R, overrides: &Overrides) -> XmlResult<Plan> {
+pub fn validate_reader(input: &[u8], overrides: &Overrides) -> XmlResult<Plan> {
     Validator::default().run(&mut XmlItems::new(input), overrides)
 }
 
@@ -145,11 +148,7 @@ fn fail<T>(offset: u64, message: String) -> XmlResult<T> {
 }
 
 impl Validator {
-    fn run<R: BufRead>(
-        mut self,
-        items: &mut XmlItems<R>,
-        overrides: &Overrides,
-    ) -> XmlResult<Plan> {
+    fn run(mut self, items: &mut dyn ItemSource, overrides: &Overrides) -> XmlResult<Plan> {
         let mut last_at = 0;
         while let Some((item, at)) = items.next_item()? {
             last_at = at;
@@ -333,8 +332,10 @@ impl Validator {
 
     /// One more use of each data block in `range`.
     fn count_data(&mut self, range: std::ops::Range<u64>) {
-        if self.data_once.range_cardinality(range.clone()) == 0 {
-            self.data_once.insert_range(range);
+        let len = range.end - range.start;
+        // Most runs are a first use: inserting tells us so without a
+        // separate (costly) cardinality query.
+        if self.data_once.insert_range(range.clone()) == len {
             return;
         }
         let mut r = RoaringTreemap::new();
@@ -343,26 +344,34 @@ impl Validator {
         self.data_thrice |= third;
         let second = &(&self.data_once & &r) - &self.data_twice;
         self.data_twice |= second;
-        self.data_once |= r;
+    }
+
+    /// Where a mapping is, for messages.
+    fn container_name(&self) -> String {
+        match &self.container {
+            Container::None => String::new(),
+            Container::Def(name, _) => format!("<def name=\"{name}\">"),
+            Container::Device(d) => format!("device {}", d.dev_id),
+        }
     }
 
     fn mapping(&mut self, run: MappingRun, at: u64) -> XmlResult<()> {
-        let where_ = match &mut self.container {
+        match &mut self.container {
             Container::None => {
                 return fail(at, "a mapping must be inside a <def> or <device>".into())
             }
-            Container::Def(name, info) => {
+            Container::Def(_, info) => {
                 info.first.get_or_insert(run.virt);
-                format!("<def name=\"{name}\">")
             }
-            Container::Device(d) => format!("device {}", d.dev_id),
-        };
+            Container::Device(_) => {}
+        }
         if let Some(last) = self.last_key {
             if run.virt <= last {
                 return fail(
                     at,
                     format!(
-                        "keys out of order in {where_}: virtual block {} after {last}",
+                        "keys out of order in {}: virtual block {} after {last}",
+                        self.container_name(),
                         run.virt
                     ),
                 );
@@ -373,23 +382,24 @@ impl Validator {
             return fail(
                 at,
                 format!(
-                    "block out of bounds in {where_}: data block {} is beyond nr_data_blocks {}",
+                    "block out of bounds in {}: data block {} is beyond nr_data_blocks {}",
+                    self.container_name(),
                     end - 1,
                     self.nr_data_blocks
                 ),
             );
         }
-        if self.seen_data.range_cardinality(run.data..end) > 0 {
+        if self.seen_data.insert_range(run.data..end) != run.len {
             return fail(
                 at,
                 format!(
-                    "{where_} maps a data block in {}..{} twice",
+                    "{} maps a data block in {}..{} twice",
+                    self.container_name(),
                     run.data,
                     end - 1
                 ),
             );
         }
-        self.seen_data.insert_range(run.data..end);
         self.count_data(run.data..end);
         self.last_key = Some(run.virt + run.len - 1);
         self.mappings += run.len;
@@ -408,12 +418,32 @@ pub fn build(
     sink: &mut dyn BlockSink,
     nr_blocks: u64,
 ) -> Result<Superblock> {
+    let doc = XmlDoc::open(path).with_context(|| format!("cannot read '{}'", path.display()))?;
+    let place = |at: u64| {
+        let (line, col) = xml::locate(path, at);
+        format!("{}: line {line}, column {col}", path.display())
+    };
+    std::thread::scope(|scope| {
+        let mut items = ParsedAhead::spawn(scope, doc.bytes());
+        build_items(&mut items, &place, plan, overrides, sink, nr_blocks)
+    })
+}
+
+/// The second pass over any item source; `place` names a position for
+/// messages.
+pub fn build_items(
+    items: &mut dyn ItemSource,
+    place: &dyn Fn(u64) -> String,
+    plan: &Plan,
+    overrides: &Overrides,
+    sink: &mut dyn BlockSink,
+    nr_blocks: u64,
+) -> Result<Superblock> {
     let nr_blocks = nr_blocks.min(MAX_METADATA_BLOCKS);
     sink.write_block(0, &[0u8; BLOCK_SIZE])?;
     sink.flush()?;
     let mut w = MetadataWriter::new(sink, 1, nr_blocks);
     let data_refs = RefCounter::new(plan.nr_data_blocks);
-    let mut items = XmlItems::open(path)?;
     let mut b = Builder {
         plan,
         data_refs: &data_refs,
@@ -423,11 +453,11 @@ pub fn build(
         current_def: None,
         current_device: None,
     };
-    while let Some((item, at)) = items.next_item().map_err(|e| located(path, e))? {
-        b.item(&mut w, item).with_context(|| {
-            let (line, col) = xml::locate(path, at);
-            format!("{}: line {line}, column {col}", path.display())
-        })?;
+    while let Some((item, at)) = items
+        .next_item()
+        .map_err(|e| anyhow!("{}: {}", place(e.offset), e.message))?
+    {
+        b.item(&mut w, item).with_context(|| place(at))?;
     }
     let roots = std::mem::take(&mut b.roots);
     let details = std::mem::take(&mut b.details);
@@ -560,8 +590,8 @@ impl Builder<'_> {
                         time: run.time,
                     };
                     level.push(w, run.virt + i, &bt.pack().to_le_bytes())?;
-                    self.data_refs.inc(bt.block);
                 }
+                self.data_refs.inc_range(run.data..run.data + run.len);
             }
             Item::Superblock(_) | Item::EndSuperblock => {}
         }
@@ -578,6 +608,7 @@ pub fn restore(
     nr_blocks: u64,
 ) -> Result<Superblock> {
     let plan = validate(xml_path, overrides)?;
+    phases::phase("restore: validated");
     let usable = nr_blocks.min(MAX_METADATA_BLOCKS);
     let needed = plan.blocks_needed(usable);
     if needed > usable {

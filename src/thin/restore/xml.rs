@@ -4,7 +4,7 @@
 //! one into a line and column for messages.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::path::Path;
 
 use quick_xml::events::{BytesStart, Event};
@@ -72,36 +72,68 @@ pub enum Item {
 pub const MAX_DATA_BLOCK: u64 = (1 << 40) - 1;
 pub const MAX_TIME: u32 = (1 << 24) - 1;
 
-pub struct XmlItems<R: BufRead> {
-    reader: Reader<R>,
-    buf: Vec<u8>,
+/// A thin XML document's bytes: the file mapped read-only, or a copy
+/// when it cannot be mapped (empty files, pipes).
+pub struct XmlDoc {
+    bytes: DocBytes,
 }
 
-impl XmlItems<BufReader<File>> {
-    pub fn open(path: &Path) -> std::io::Result<Self> {
-        Ok(Self::new(BufReader::with_capacity(
-            1 << 20,
-            File::open(path)?,
-        )))
+enum DocBytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl XmlDoc {
+    pub fn open(path: &Path) -> std::io::Result<XmlDoc> {
+        let file = File::open(path)?;
+        let meta = file.metadata()?;
+        if meta.is_file() && meta.len() > 0 {
+            // SAFETY: the mapping is read-only and private to this
+            // process; a file truncated underneath would fault, as a
+            // read of it would fail.
+            if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
+                let _ = map.advise(memmap2::Advice::Sequential);
+                return Ok(XmlDoc {
+                    bytes: DocBytes::Mapped(map),
+                });
+            }
+        }
+        let mut v = Vec::new();
+        BufReader::new(file).read_to_end(&mut v)?;
+        Ok(XmlDoc {
+            bytes: DocBytes::Owned(v),
+        })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        match &self.bytes {
+            DocBytes::Mapped(m) => m,
+            DocBytes::Owned(v) => v,
+        }
+    }
+
+    pub fn items(&self) -> XmlItems<'_> {
+        XmlItems::new(self.bytes())
     }
 }
 
-impl<R: BufRead> XmlItems<R> {
-    pub fn new(input: R) -> Self {
+/// The items of a document held in memory, parsed without copying.
+pub struct XmlItems<'a> {
+    reader: Reader<&'a [u8]>,
+}
+
+impl<'a> XmlItems<'a> {
+    pub fn new(input: &'a [u8]) -> Self {
         let mut reader = Reader::from_reader(input);
         reader.config_mut().check_end_names = true;
-        XmlItems {
-            reader,
-            buf: Vec::new(),
-        }
+        XmlItems { reader }
     }
 
     /// The next item and the byte offset where it starts; None at the end.
     pub fn next_item(&mut self) -> XmlResult<Option<(Item, u64)>> {
         loop {
             let at = self.reader.buffer_position();
-            self.buf.clear();
-            let event = match self.reader.read_event_into(&mut self.buf) {
+            let event = match self.reader.read_event() {
                 Ok(e) => e,
                 Err(e) => return err(self.reader.error_position(), format!("parse error: {e}")),
             };
@@ -127,6 +159,88 @@ impl<R: BufRead> XmlItems<R> {
     }
 }
 
+/// Anything that yields thin items in document order: a parser, or
+/// metadata salvaged in memory (repair).
+pub trait ItemSource {
+    /// The next item and where it starts (a byte offset for XML); None
+    /// at the end.
+    fn next_item(&mut self) -> XmlResult<Option<(Item, u64)>>;
+}
+
+impl ItemSource for XmlItems<'_> {
+    fn next_item(&mut self) -> XmlResult<Option<(Item, u64)>> {
+        XmlItems::next_item(self)
+    }
+}
+
+/// Items per message between the parsing thread and its consumer: large
+/// enough that the channel costs nothing, small enough to stay in cache.
+const BATCH: usize = 2048;
+/// Batches parsed ahead of the consumer.
+const BATCHES_AHEAD: usize = 8;
+
+type Batch = Vec<XmlResult<(Item, u64)>>;
+
+/// Items parsed on a second thread, so that parsing and what is done with
+/// the items overlap. Create it inside `std::thread::scope`; dropping it
+/// early stops the parser.
+pub struct ParsedAhead {
+    rx: std::sync::mpsc::Receiver<Batch>,
+    batch: std::vec::IntoIter<XmlResult<(Item, u64)>>,
+}
+
+impl ParsedAhead {
+    pub fn spawn<'scope, 'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        input: &'env [u8],
+    ) -> ParsedAhead {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(BATCHES_AHEAD);
+        scope.spawn(move || {
+            let mut items = XmlItems::new(input);
+            loop {
+                let mut batch = Vec::with_capacity(BATCH);
+                let mut done = false;
+                while batch.len() < BATCH {
+                    match items.next_item() {
+                        Ok(Some(i)) => batch.push(Ok(i)),
+                        Ok(None) => {
+                            done = true;
+                            break;
+                        }
+                        Err(e) => {
+                            batch.push(Err(e));
+                            done = true;
+                            break;
+                        }
+                    }
+                }
+                // A send fails only when the consumer has stopped.
+                if tx.send(batch).is_err() || done {
+                    return;
+                }
+            }
+        });
+        ParsedAhead {
+            rx,
+            batch: Vec::new().into_iter(),
+        }
+    }
+}
+
+impl ItemSource for ParsedAhead {
+    fn next_item(&mut self) -> XmlResult<Option<(Item, u64)>> {
+        loop {
+            if let Some(r) = self.batch.next() {
+                return r.map(Some);
+            }
+            match self.rx.recv() {
+                Ok(b) => self.batch = b.into_iter(),
+                Err(_) => return Ok(None),
+            }
+        }
+    }
+}
+
 /// Attribute values of one element, checked against what it allows.
 /// Most attributes an element has.
 const MAX_ATTRS: usize = 8;
@@ -148,7 +262,11 @@ impl<'a> Attrs<'a> {
     ) -> XmlResult<Attrs<'a>> {
         debug_assert!(names.len() <= MAX_ATTRS);
         let mut values: [Option<std::borrow::Cow<'a, str>>; MAX_ATTRS] = Default::default();
-        for attr in e.attributes() {
+        let mut attributes = e.attributes();
+        // Duplicates are found below, by position; quick-xml's own check
+        // costs a scan per attribute.
+        attributes.with_checks(false);
+        for attr in attributes {
             let attr = match attr {
                 Ok(a) => a,
                 Err(e) => return err(at, format!("parse error in <{tag}> attributes: {e}")),
@@ -185,7 +303,7 @@ impl<'a> Attrs<'a> {
         }
     }
 
-    fn number<T: std::str::FromStr>(&self, name: &str, width: &str) -> XmlResult<T> {
+    fn number<T: TryFrom<u64>>(&self, name: &str, width: &str) -> XmlResult<T> {
         match self.raw(name) {
             Some(v) => self.parse(name, v, width),
             None => err(
@@ -195,14 +313,14 @@ impl<'a> Attrs<'a> {
         }
     }
 
-    fn optional<T: std::str::FromStr>(&self, name: &str, width: &str) -> XmlResult<Option<T>> {
+    fn optional<T: TryFrom<u64>>(&self, name: &str, width: &str) -> XmlResult<Option<T>> {
         match self.raw(name) {
             None => Ok(None),
             Some(v) => self.parse(name, v, width).map(Some),
         }
     }
 
-    fn parse<T: std::str::FromStr>(&self, name: &str, v: &str, width: &str) -> XmlResult<T> {
+    fn parse<T: TryFrom<u64>>(&self, name: &str, v: &str, width: &str) -> XmlResult<T> {
         if v.is_empty() || !v.bytes().all(|c| c.is_ascii_digit()) {
             return err(
                 self.at,
@@ -212,16 +330,28 @@ impl<'a> Attrs<'a> {
                 ),
             );
         }
-        v.parse().or_else(|_| {
-            err(
-                self.at,
-                format!(
-                    "attribute '{name}' of <{}> does not fit {width}: '{v}'",
-                    self.tag
-                ),
+        decimal(v.as_bytes())
+            .and_then(|n| T::try_from(n).ok())
+            .map_or_else(
+                || {
+                    err(
+                        self.at,
+                        format!(
+                            "attribute '{name}' of <{}> does not fit {width}: '{v}'",
+                            self.tag
+                        ),
+                    )
+                },
+                Ok,
             )
-        })
     }
+}
+
+/// The value of ASCII decimal digits, None past 64 bits.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |n, &c| {
+        n.checked_mul(10)?.checked_add((c - b'0') as u64)
+    })
 }
 
 fn start_item(e: &BytesStart, at: u64, empty: bool) -> XmlResult<Item> {
