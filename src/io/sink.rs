@@ -19,15 +19,77 @@ pub trait BlockSink {
 }
 
 /// A metadata file or block device opened for writing. Runs of
-/// consecutive blocks are gathered and written together.
+/// consecutive blocks are gathered and handed to a writer thread, which
+/// writes them and starts their writeback at once: building the next
+/// blocks overlaps the copy into the page cache and the disk's work, and
+/// the flush before the superblock finds little left to do.
 pub struct FileSink {
     file: File,
     pending: Vec<u8>,
     pending_start: u64,
+    writer: Option<Writer>,
 }
 
 /// Bytes gathered before a write goes out.
 const GATHER: usize = 4 << 20;
+/// Gathered writes queued for the writer thread before the builder waits.
+const QUEUED: usize = 4;
+
+enum Job {
+    Write(u64, Vec<u8>),
+    /// Make everything written so far durable and say how that went.
+    Sync(std::sync::mpsc::SyncSender<std::io::Result<()>>),
+}
+
+struct Writer {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    /// Buffers the writer is done with, for reuse: fresh 4 MiB buffers
+    /// would each cost a thousand page faults.
+    spent: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Writer {
+    fn spawn(file: File) -> Writer {
+        let (jobs, job_rx) = std::sync::mpsc::sync_channel::<Job>(QUEUED);
+        let (spent_tx, spent) = std::sync::mpsc::channel::<Vec<u8>>();
+        let thread = std::thread::spawn(move || {
+            // The first failure is kept and reported at the next sync;
+            // later writes are skipped.
+            let mut failed: Option<std::io::Error> = None;
+            for job in job_rx {
+                match job {
+                    Job::Write(offset, mut buf) => {
+                        if failed.is_none() {
+                            match file.write_all_at(&buf, offset) {
+                                Ok(()) => start_writeback(&file, offset, buf.len()),
+                                Err(e) => failed = Some(e),
+                            }
+                        }
+                        buf.clear();
+                        let _ = spent_tx.send(buf);
+                    }
+                    Job::Sync(reply) => {
+                        let r = match failed.take() {
+                            Some(e) => Err(e),
+                            None => file.sync_data(),
+                        };
+                        let _ = reply.send(r);
+                    }
+                }
+            }
+        });
+        Writer {
+            jobs,
+            spent,
+            thread,
+        }
+    }
+}
+
+fn writer_gone() -> std::io::Error {
+    std::io::Error::other("the writer thread stopped")
+}
 
 impl FileSink {
     /// Opens `path` read-write; block devices exclusively, so a device an
@@ -45,10 +107,15 @@ impl FileSink {
         let file = open
             .open(path)
             .with_context(|| format!("cannot open '{}' for writing", path.display()))?;
+        let writer = Writer::spawn(
+            file.try_clone()
+                .with_context(|| format!("cannot open '{}' for writing", path.display()))?,
+        );
         Ok(FileSink {
             file,
-            pending: Vec::new(),
+            pending: Vec::with_capacity(GATHER),
             pending_start: 0,
+            writer: Some(writer),
         })
     }
 
@@ -66,13 +133,41 @@ impl FileSink {
         Ok(self.len()? == 0)
     }
 
+    fn writer(&self) -> std::io::Result<&Writer> {
+        self.writer.as_ref().ok_or_else(writer_gone)
+    }
+
     fn write_pending(&mut self) -> std::io::Result<()> {
-        if !self.pending.is_empty() {
-            self.file
-                .write_all_at(&self.pending, self.pending_start * BLOCK_SIZE as u64)?;
-            self.pending.clear();
+        if self.pending.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let writer = self.writer.as_ref().ok_or_else(writer_gone)?;
+        let next = writer
+            .spent
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(GATHER));
+        let full = std::mem::replace(&mut self.pending, next);
+        let offset = self.pending_start * BLOCK_SIZE as u64;
+        writer
+            .jobs
+            .send(Job::Write(offset, full))
+            .map_err(|_| writer_gone())
+    }
+}
+
+/// Asks the kernel to start writing a range out now, without waiting for
+/// it to finish. Only a hint: errors surface at the flush.
+fn start_writeback(file: &File, offset: u64, len: usize) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain system call on a descriptor we own; it reads no
+    // memory of ours.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
     }
 }
 
@@ -90,7 +185,24 @@ impl BlockSink for FileSink {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.write_pending()?;
-        self.file.sync_data()
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.writer()?
+            .jobs
+            .send(Job::Sync(reply))
+            .map_err(|_| writer_gone())?;
+        answer.recv().map_err(|_| writer_gone())?
+    }
+}
+
+impl Drop for FileSink {
+    /// Unflushed writes still go out (as a file's would); only a flush
+    /// makes them durable.
+    fn drop(&mut self) {
+        let _ = self.write_pending();
+        if let Some(w) = self.writer.take() {
+            drop(w.jobs);
+            let _ = w.thread.join();
+        }
     }
 }
 
