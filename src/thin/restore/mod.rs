@@ -9,6 +9,7 @@
 //! Memory is bounded by the devices and shared sections, not by the
 //! number of mappings.
 
+pub mod log;
 pub mod xml;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -31,6 +32,7 @@ use crate::thin::block_time::BlockTime;
 use crate::thin::device_details::{DeviceDetails, DEVICE_DETAILS_SIZE};
 use crate::thin::superblock::Superblock;
 
+use log::ItemLog;
 use xml::{
     DeviceAttrs, Item, ItemSource, MappingRun, ParsedAhead, SuperblockAttrs, XmlDoc, XmlError,
     XmlItems, XmlResult,
@@ -80,6 +82,9 @@ pub struct Plan {
     blocks_before_space_map: u64,
     pub nr_devices: u64,
     pub nr_data_blocks: u64,
+    /// The items, for the building pass to replay (None if they did not
+    /// fit the log's budget: then it parses again).
+    log: Option<ItemLog>,
 }
 
 impl Plan {
@@ -102,7 +107,7 @@ fn located(path: &Path, e: XmlError) -> anyhow::Error {
 pub fn validate(path: &Path, overrides: &Overrides) -> Result<Plan> {
     let doc = XmlDoc::open(path).with_context(|| format!("cannot read '{}'", path.display()))?;
     std::thread::scope(|scope| {
-        Validator::default().run(&mut ParsedAhead::spawn(scope, doc.bytes()), overrides)
+        Validator::default().run(&mut ParsedAhead::spawn(scope, &doc), overrides)
     })
     .map_err(|e| located(path, e))
 }
@@ -150,8 +155,10 @@ fn fail<T>(offset: u64, message: String) -> XmlResult<T> {
 impl Validator {
     fn run(mut self, items: &mut dyn ItemSource, overrides: &Overrides) -> XmlResult<Plan> {
         let mut last_at = 0;
+        let mut log = ItemLog::new(log::DEFAULT_BUDGET);
         while let Some((item, at)) = items.next_item()? {
             last_at = at;
+            log.record(&item, at);
             self.item(item, at, overrides)?;
         }
         if !self.ended {
@@ -192,6 +199,7 @@ impl Validator {
             blocks_before_space_map: blocks,
             nr_devices: devices,
             nr_data_blocks: self.nr_data_blocks,
+            log: log.finish(),
         })
     }
 
@@ -418,13 +426,16 @@ pub fn build(
     sink: &mut dyn BlockSink,
     nr_blocks: u64,
 ) -> Result<Superblock> {
-    let doc = XmlDoc::open(path).with_context(|| format!("cannot read '{}'", path.display()))?;
     let place = |at: u64| {
         let (line, col) = xml::locate(path, at);
         format!("{}: line {line}, column {col}", path.display())
     };
+    if let Some(log) = &plan.log {
+        return build_items(&mut log.replay(), &place, plan, overrides, sink, nr_blocks);
+    }
+    let doc = XmlDoc::open(path).with_context(|| format!("cannot read '{}'", path.display()))?;
     std::thread::scope(|scope| {
-        let mut items = ParsedAhead::spawn(scope, doc.bytes());
+        let mut items = ParsedAhead::spawn(scope, &doc);
         build_items(&mut items, &place, plan, overrides, sink, nr_blocks)
     })
 }
@@ -459,6 +470,7 @@ pub fn build_items(
     {
         b.item(&mut w, item).with_context(|| place(at))?;
     }
+    phases::phase("restore: mapping trees written");
     let roots = std::mem::take(&mut b.roots);
     let details = std::mem::take(&mut b.details);
     drop(b);
@@ -486,6 +498,7 @@ pub fn build_items(
         det.iter().map(|(k, v)| (*k, &v[..])),
     )?;
     let data_sm = writer::write_data(&mut w, &data_refs)?;
+    phases::phase("restore: data space map written");
     for r in [
         0,
         mapping_root,
@@ -509,6 +522,7 @@ pub fn build_items(
     sb.details_root = details_root;
     let sink = w.sink();
     sink.flush()?;
+    phases::phase("restore: flushed");
     sink.write_block(0, &sb.to_block())?;
     sink.flush()?;
     Ok(sb)

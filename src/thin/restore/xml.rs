@@ -115,6 +115,24 @@ impl XmlDoc {
     pub fn items(&self) -> XmlItems<'_> {
         XmlItems::new(self.bytes())
     }
+
+    /// Lets go of the mapped pages before byte `offset`, which the
+    /// parser has passed: they stay in the page cache but leave this
+    /// process's resident set, so a large document costs no more memory
+    /// than a buffered read of it.
+    fn release_before(&self, offset: usize) {
+        const PAGE: usize = 4096;
+        if let DocBytes::Mapped(m) = &self.bytes {
+            let len = offset / PAGE * PAGE;
+            if len > 0 {
+                // SAFETY: the mapping is private and read-only: a page
+                // dropped here reads back from the file if touched again,
+                // and nothing borrows these bytes any more.
+                let _ =
+                    unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, 0, len) };
+            }
+        }
+    }
 }
 
 /// The items of a document held in memory, parsed without copying.
@@ -192,12 +210,20 @@ pub struct ParsedAhead {
 impl ParsedAhead {
     pub fn spawn<'scope, 'env>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
-        input: &'env [u8],
+        doc: &'env XmlDoc,
     ) -> ParsedAhead {
+        /// Bytes parsed between releases of the pages behind.
+        const RELEASE_EVERY: u64 = 32 << 20;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(BATCHES_AHEAD);
         scope.spawn(move || {
-            let mut items = XmlItems::new(input);
+            let mut items = doc.items();
+            let mut released = 0;
             loop {
+                let at = items.reader.buffer_position();
+                if at >= released + RELEASE_EVERY {
+                    doc.release_before(at as usize);
+                    released = at;
+                }
                 let mut batch = Vec::with_capacity(BATCH);
                 let mut done = false;
                 while batch.len() < BATCH {
