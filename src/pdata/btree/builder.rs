@@ -59,10 +59,10 @@ impl<'a> MetadataWriter<'a> {
     }
 
     /// Seals `data` as `kind` at block `b` and writes it.
-    pub fn write(&mut self, b: u64, mut data: Vec<u8>, kind: BlockKind) -> Result<()> {
+    pub fn write(&mut self, b: u64, data: &mut [u8], kind: BlockKind) -> Result<()> {
         data[8..16].copy_from_slice(&b.to_le_bytes());
-        seal(&mut data, kind);
-        self.sink.write_block(b, &data)?;
+        seal(data, kind);
+        self.sink.write_block(b, data)?;
         Ok(())
     }
 
@@ -71,43 +71,47 @@ impl<'a> MetadataWriter<'a> {
     }
 }
 
-/// Entries of one node being filled.
-#[derive(Default)]
-struct NodeBuf {
-    keys: Vec<u64>,
-    values: Vec<u8>,
+/// One node being filled, laid out in place as its block: entries are
+/// written where they will be read, and the block is reused once written.
+struct NodeImage {
+    block: Vec<u8>,
+    len: usize,
 }
 
-impl NodeBuf {
-    fn len(&self) -> usize {
-        self.keys.len()
+impl NodeImage {
+    fn new() -> NodeImage {
+        NodeImage {
+            block: vec![0u8; BLOCK_SIZE],
+            len: 0,
+        }
+    }
+
+    fn key(&self, i: usize) -> u64 {
+        let off = NODE_HEADER_SIZE + i * KEY_SIZE;
+        u64::from_le_bytes(self.block[off..off + 8].try_into().unwrap())
     }
 }
 
-/// Lays out a node block.
-fn node_block(flags: u32, value_size: u32, keys: &[u64], values: &[u8]) -> Vec<u8> {
+/// An empty node block (the root of an empty tree).
+fn empty_node_block(flags: u32, value_size: u32) -> Vec<u8> {
     let max = max_entries_for(value_size as usize);
     let mut b = vec![0u8; BLOCK_SIZE];
     b[4..8].copy_from_slice(&flags.to_le_bytes());
-    b[16..20].copy_from_slice(&(keys.len() as u32).to_le_bytes());
     b[20..24].copy_from_slice(&max.to_le_bytes());
     b[24..28].copy_from_slice(&value_size.to_le_bytes());
-    for (i, k) in keys.iter().enumerate() {
-        let off = NODE_HEADER_SIZE + i * KEY_SIZE;
-        b[off..off + 8].copy_from_slice(&k.to_le_bytes());
-    }
-    let voff = NODE_HEADER_SIZE + max as usize * KEY_SIZE;
-    b[voff..voff + values.len()].copy_from_slice(values);
     b
 }
 
 /// Streams sorted entries into nodes of one level.
 pub struct LevelBuilder {
     flags: u32,
-    value_size: u32,
+    value_size: usize,
     max: usize,
-    held: Option<NodeBuf>,
-    current: NodeBuf,
+    /// Where the values start in a node block.
+    values_at: usize,
+    held: Option<NodeImage>,
+    current: NodeImage,
+    spare: Vec<NodeImage>,
     /// (first key, block) of the nodes written.
     pub written: Vec<(u64, u64)>,
 }
@@ -118,67 +122,108 @@ impl LevelBuilder {
     }
 
     fn new(flags: u32, value_size: u32) -> LevelBuilder {
+        let max = max_entries_for(value_size as usize) as usize;
         LevelBuilder {
             flags,
-            value_size,
-            max: max_entries_for(value_size as usize) as usize,
+            value_size: value_size as usize,
+            max,
+            values_at: NODE_HEADER_SIZE + max * KEY_SIZE,
             held: None,
-            current: NodeBuf::default(),
+            current: NodeImage::new(),
+            spare: Vec::new(),
             written: Vec::new(),
         }
     }
 
+    fn fresh(&mut self) -> NodeImage {
+        self.spare.pop().unwrap_or_else(NodeImage::new)
+    }
+
+    /// Copies entries `from` of `src` to the end of `dst`.
+    fn append(&self, dst: &mut NodeImage, src: &NodeImage, from: std::ops::Range<usize>) {
+        let n = from.len();
+        let (ks, kd) = (
+            NODE_HEADER_SIZE + from.start * KEY_SIZE,
+            NODE_HEADER_SIZE + dst.len * KEY_SIZE,
+        );
+        dst.block[kd..kd + n * KEY_SIZE].copy_from_slice(&src.block[ks..ks + n * KEY_SIZE]);
+        let vs = self.value_size;
+        let (vsrc, vdst) = (
+            self.values_at + from.start * vs,
+            self.values_at + dst.len * vs,
+        );
+        dst.block[vdst..vdst + n * vs].copy_from_slice(&src.block[vsrc..vsrc + n * vs]);
+        dst.len += n;
+    }
+
+    #[inline]
     pub fn push(&mut self, w: &mut MetadataWriter, key: u64, value: &[u8]) -> Result<()> {
-        debug_assert_eq!(value.len(), self.value_size as usize);
-        if self.current.len() == self.max {
+        debug_assert_eq!(value.len(), self.value_size);
+        if self.current.len == self.max {
             if let Some(full) = self.held.take() {
                 self.emit(w, full)?;
             }
-            self.held = Some(std::mem::take(&mut self.current));
+            let next = self.fresh();
+            self.held = Some(std::mem::replace(&mut self.current, next));
         }
-        self.current.keys.push(key);
-        self.current.values.extend_from_slice(value);
+        let node = &mut self.current;
+        let k = NODE_HEADER_SIZE + node.len * KEY_SIZE;
+        node.block[k..k + KEY_SIZE].copy_from_slice(&key.to_le_bytes());
+        let v = self.values_at + node.len * self.value_size;
+        node.block[v..v + self.value_size].copy_from_slice(value);
+        node.len += 1;
         Ok(())
     }
 
-    fn emit(&mut self, w: &mut MetadataWriter, node: NodeBuf) -> Result<()> {
+    fn emit(&mut self, w: &mut MetadataWriter, mut node: NodeImage) -> Result<()> {
         let b = w.alloc()?;
+        let (n, vs) = (node.len, self.value_size);
         if self.flags == INTERNAL_NODE {
-            for chunk in node.values.chunks(8) {
+            let values = &node.block[self.values_at..self.values_at + n * vs];
+            for chunk in values.chunks_exact(8) {
                 w.refs.inc(u64::from_le_bytes(chunk.try_into().unwrap()));
             }
         }
-        let first = node.keys[0];
-        w.write(
-            b,
-            node_block(self.flags, self.value_size, &node.keys, &node.values),
-            BlockKind::BtreeNode,
-        )?;
+        let first = node.key(0);
+        let block = &mut node.block;
+        // Unused entries read as zeros, whatever a reused block held.
+        block[NODE_HEADER_SIZE + n * KEY_SIZE..self.values_at].fill(0);
+        block[self.values_at + n * vs..].fill(0);
+        block[0..NODE_HEADER_SIZE].fill(0);
+        block[4..8].copy_from_slice(&self.flags.to_le_bytes());
+        block[16..20].copy_from_slice(&(n as u32).to_le_bytes());
+        block[20..24].copy_from_slice(&(self.max as u32).to_le_bytes());
+        block[24..28].copy_from_slice(&(vs as u32).to_le_bytes());
+        w.write(b, block, BlockKind::BtreeNode)?;
         self.written.push((first, b));
+        node.len = 0;
+        self.spare.push(node);
         Ok(())
     }
 
     /// Writes what is pending, sharing entries between the last two nodes
     /// if the last would be under a third full.
     pub fn flush(&mut self, w: &mut MetadataWriter) -> Result<()> {
-        let mut current = std::mem::take(&mut self.current);
+        let fresh = self.fresh();
+        let mut current = std::mem::replace(&mut self.current, fresh);
         if let Some(mut held) = self.held.take() {
-            if current.len() < self.max / 3 {
-                let total = held.len() + current.len();
+            if current.len < self.max / 3 {
+                let total = held.len + current.len;
                 let keep = total.div_ceil(2);
-                let vs = self.value_size as usize;
-                let mut moved = NodeBuf {
-                    keys: held.keys.split_off(keep),
-                    values: held.values.split_off(keep * vs),
-                };
-                moved.keys.extend_from_slice(&current.keys);
-                moved.values.extend_from_slice(&current.values);
+                let mut moved = self.fresh();
+                self.append(&mut moved, &held, keep..held.len);
+                self.append(&mut moved, &current, 0..current.len);
+                held.len = keep;
+                current.len = 0;
+                self.spare.push(current);
                 current = moved;
             }
             self.emit(w, held)?;
         }
-        if current.len() > 0 {
+        if current.len > 0 {
             self.emit(w, current)?;
+        } else {
+            self.spare.push(current);
         }
         Ok(())
     }
@@ -204,7 +249,7 @@ pub fn build_root(
         let b = w.alloc()?;
         w.write(
             b,
-            node_block(LEAF_NODE, leaf_value_size, &[], &[]),
+            &mut empty_node_block(LEAF_NODE, leaf_value_size),
             BlockKind::BtreeNode,
         )?;
         return Ok(b);

@@ -100,10 +100,10 @@ pub fn write_data(w: &mut MetadataWriter, counts: &RefCounter) -> Result<SpaceMa
     let mut entries = Vec::new();
     let mut allocated = 0;
     for i in 0..nr_blocks.div_ceil(ENTRIES_PER_BITMAP) {
-        let (block, mut entry, used) = bitmap_for(counts, i, nr_blocks);
+        let (mut block, mut entry, used) = bitmap_for(counts, i, nr_blocks);
         let at = w.alloc()?;
         w.refs.inc(at);
-        w.write(at, block, BlockKind::Bitmap)?;
+        w.write(at, &mut block, BlockKind::Bitmap)?;
         entry.blocknr = at;
         allocated += used;
         let mut value = [0u8; INDEX_ENTRY_SIZE];
@@ -146,14 +146,14 @@ pub fn write_metadata(w: &mut MetadataWriter, nr_blocks: u64) -> Result<SpaceMap
     let mut index = vec![0u8; BLOCK_SIZE];
     let mut allocated = 0;
     for (i, &at) in bitmap_blocks.iter().enumerate() {
-        let (block, mut entry, used) = bitmap_for(&w.refs, i as u64, nr_blocks);
+        let (mut block, mut entry, used) = bitmap_for(&w.refs, i as u64, nr_blocks);
         allocated += used;
         entry.blocknr = at;
-        w.write(at, block, BlockKind::Bitmap)?;
+        w.write(at, &mut block, BlockKind::Bitmap)?;
         let off = INDEX_HEADER_SIZE + i * INDEX_ENTRY_SIZE;
         entry.write(&mut index[off..off + INDEX_ENTRY_SIZE]);
     }
-    w.write(index_at, index, BlockKind::Index)?;
+    w.write(index_at, &mut index, BlockKind::Index)?;
     Ok(SpaceMapRoot {
         nr_blocks,
         nr_allocated: allocated,
