@@ -1,6 +1,7 @@
 //! Persistent-data structures shared by the thin, cache and era formats:
 //! btrees, space maps and reference counting.
 
+pub mod block_hash;
 pub mod btree;
 pub mod node_path;
 pub mod refcount;

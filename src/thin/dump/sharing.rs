@@ -7,7 +7,7 @@
 //! runs are then maximal, identical wherever they occur, and named after
 //! their first leaf's block.
 
-use std::collections::HashMap;
+use crate::pdata::block_hash::BlockMap;
 
 /// A stretch of one device's leaf sequence.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,9 +47,9 @@ impl Link {
 
 /// Splits each device's leaf sequence into inline and shared segments.
 pub fn analyse(sequences: &[Vec<u64>]) -> Sharing {
-    let mut uses: HashMap<u64, u32> = HashMap::new();
-    let mut next: HashMap<u64, Link> = HashMap::new();
-    let mut prev: HashMap<u64, Link> = HashMap::new();
+    let mut uses: BlockMap<u32> = BlockMap::default();
+    let mut next: BlockMap<Link> = BlockMap::default();
+    let mut prev: BlockMap<Link> = BlockMap::default();
     for seq in sequences {
         for (i, &leaf) in seq.iter().enumerate() {
             *uses.entry(leaf).or_default() += 1;
@@ -65,7 +65,7 @@ pub fn analyse(sequences: &[Vec<u64>]) -> Sharing {
     let joined = |x: u64, y: u64| next[&x] == Link::One(y) && prev[&y] == Link::One(x);
 
     let mut out = Sharing::default();
-    let mut def_of: HashMap<u64, usize> = HashMap::new();
+    let mut def_of: BlockMap<usize> = BlockMap::default();
     for seq in sequences {
         let mut segments = Vec::new();
         let mut i = 0;
