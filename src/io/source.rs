@@ -29,6 +29,8 @@ enum Backing {
 
 pub struct BlockSource {
     backing: Backing,
+    /// The file behind a `Backing::File`, for asking where its data is.
+    file: Option<File>,
     len: usize,
     nr_blocks: u64,
     path: PathBuf,
@@ -78,12 +80,15 @@ impl BlockSource {
             return Self::unpack(&map, path);
         }
         let len = map.len();
-        Ok(Self::from_backing(Backing::File(map), len, path))
+        let mut src = Self::from_backing(Backing::File(map), len, path);
+        src.file = Some(file);
+        Ok(src)
     }
 
     fn from_backing(backing: Backing, len: usize, path: &Path) -> BlockSource {
         BlockSource {
             backing,
+            file: None,
             len,
             nr_blocks: (len / BLOCK_SIZE) as u64,
             path: path.to_path_buf(),
@@ -149,6 +154,50 @@ impl BlockSource {
     /// (so writing back to the file is impossible).
     pub fn is_decompressed(&self) -> bool {
         matches!(self.backing, Backing::Anon(_))
+    }
+
+    /// Block ranges that may hold data, in order. A sparse file's holes
+    /// read as zeros and so cannot hold metadata: scanning every block
+    /// (repair) skips them instead of faulting gigabytes of zeros into
+    /// memory. Sources that cannot tell (block devices, decompressed
+    /// input) give one range covering everything.
+    pub fn data_extents(&self) -> Vec<std::ops::Range<u64>> {
+        use std::os::fd::AsRawFd;
+        let everything = std::iter::once(0..self.nr_blocks).collect::<Vec<_>>();
+        let Some(file) = &self.file else {
+            return everything;
+        };
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return everything;
+        }
+        let fd = file.as_raw_fd();
+        let end = self.len as i64;
+        let bs = BLOCK_SIZE as u64;
+        let mut out = Vec::new();
+        let mut pos = 0i64;
+        while pos < end {
+            // SAFETY: lseek on a descriptor we own; nothing else reads
+            // through its offset.
+            let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+            if data < 0 {
+                if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
+                    break; // only a hole is left
+                }
+                return everything;
+            }
+            // SAFETY: as above.
+            let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+            if hole < 0 || hole <= data {
+                return everything;
+            }
+            let first = data as u64 / bs;
+            let last = (hole.min(end) as u64).div_ceil(bs).min(self.nr_blocks);
+            if first < last {
+                out.push(first..last);
+            }
+            pos = hole;
+        }
+        out
     }
 
     pub fn path(&self) -> &Path {
@@ -267,6 +316,35 @@ mod tests {
         block[8..16].copy_from_slice(&b.to_le_bytes());
         checksum::seal(&mut block, BlockKind::BtreeNode);
         block
+    }
+
+    #[test]
+    fn data_extents_skip_a_sparse_files_holes() {
+        use std::os::unix::fs::FileExt;
+        let dir = std::env::temp_dir().join(format!("dmpd-extents-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sparse.bin");
+        let nr_blocks = 4096u64; // 16 MiB, mostly hole
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(nr_blocks * BLOCK_SIZE as u64).unwrap();
+        for b in [0u64, 2000, 4095] {
+            f.write_all_at(&sealed_node(b), b * BLOCK_SIZE as u64)
+                .unwrap();
+        }
+        f.sync_all().unwrap();
+        let src = BlockSource::open(&path, OpenOptions::default()).unwrap();
+        let extents = src.data_extents();
+        std::fs::remove_dir_all(&dir).unwrap();
+        for b in [0u64, 2000, 4095] {
+            assert!(extents.iter().any(|r| r.contains(&b)), "{b} in {extents:?}");
+        }
+        assert!(extents.windows(2).all(|w| w[0].end <= w[1].start));
+        let covered: u64 = extents.iter().map(|r| r.end - r.start).sum();
+        assert!(covered < nr_blocks / 2, "holes not skipped: {extents:?}");
+
+        // Memory-backed sources cannot tell: everything.
+        let mem = BlockSource::from_bytes(&vec![0u8; BLOCK_SIZE * 4], Path::new("mem")).unwrap();
+        assert_eq!(mem.data_extents(), vec![0..4]);
     }
 
     #[test]
