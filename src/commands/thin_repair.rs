@@ -12,9 +12,11 @@ use crate::io::sink::FileSink;
 use crate::io::source::{BlockSource, OpenOptions};
 use crate::io::BLOCK_SIZE;
 use crate::pdata::space_map::bitmap::MAX_METADATA_BLOCKS;
-use crate::thin::dump::{write_devices, Format};
+use crate::report::phases;
+use crate::thin::dump::emit_devices;
 use crate::thin::repair::{salvage, RepairOptions};
-use crate::thin::restore::{build, validate, Overrides};
+use crate::thin::restore::xml::{Emitter, ItemsAhead};
+use crate::thin::restore::{build_items, validate_items, Overrides};
 
 /// Repair thin-pool metadata into a new metadata device or file
 #[derive(Parser, Debug)]
@@ -94,39 +96,30 @@ fn run_cli(cli: Cli) -> Result<()> {
             nr_data_blocks: cli.overrides.nr_data_blocks,
         },
     )?;
+    phases::phase("repair: salvaged");
     if !cli.quiet && cli.verbose > 0 {
         for w in &found.warnings {
             eprintln!("{w}");
         }
     }
-    // The salvaged metadata goes through the restore writer: written as
-    // XML beside the output, validated, then built.
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let scratch = Scratch(dir.join(format!(".thin_repair.{}.xml", std::process::id())));
-    let scratch = if std::fs::File::create(&scratch.0).is_ok() {
-        scratch
-    } else {
-        Scratch(std::env::temp_dir().join(format!("thin_repair.{}.xml", std::process::id())))
-    };
-    {
-        let file = std::fs::File::create(&scratch.0).context("cannot write a scratch file")?;
-        let mut w = std::io::BufWriter::new(file);
-        write_devices(
+    // The salvaged metadata goes through the restore engine as items:
+    // validated and sized first, then built.
+    let overrides = Overrides::default();
+    let produce = |out: &mut Emitter| {
+        emit_devices(
             &src,
             &found.header,
-            Format::Xml,
-            false,
             &found.devices,
             Some(found.nr_data_blocks),
-            &mut w,
-        )?;
-    }
-    let overrides = Overrides::default();
-    let plan =
-        validate(&scratch.0, &overrides).context("the salvaged metadata is not consistent")?;
+            out,
+        )
+    };
+    let plan = std::thread::scope(|scope| {
+        validate_items(&mut ItemsAhead::spawn(scope, produce), &overrides)
+    })
+    .map_err(|e| anyhow::anyhow!("item {}: {}", e.offset, e.message))
+    .context("the salvaged metadata is not consistent")?;
+    phases::phase("repair: salvaged metadata validated");
     let mut sink = FileSink::open(out).context("output error")?;
     let bytes = sink.len()?;
     if bytes < 10 * BLOCK_SIZE as u64 {
@@ -143,14 +136,14 @@ fn run_cli(cli: Cli) -> Result<()> {
             out.display()
         );
     }
-    build(&scratch.0, &plan, &overrides, &mut sink, nr).context("output error")?;
-    Ok(())
-}
-
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+    let place = |at: u64| format!("salvaged item {at}");
+    match plan.replay() {
+        Some(mut items) => build_items(&mut items, &place, &plan, &overrides, &mut sink, nr),
+        None => std::thread::scope(|scope| {
+            let mut items = ItemsAhead::spawn(scope, produce);
+            build_items(&mut items, &place, &plan, &overrides, &mut sink, nr)
+        }),
     }
+    .context("output error")?;
+    Ok(())
 }

@@ -39,10 +39,13 @@
 //! 9. Mappings to data blocks beyond the data device are dropped; the
 //!    rest of their leaf is kept.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{bail, Result};
 use rayon::prelude::*;
+
+use crate::pdata::block_hash::{BlockMap, BlockSet};
+use crate::report::phases;
 
 use crate::io::checksum::{self, BlockKind};
 use crate::io::{le_u64, BlockSource};
@@ -82,7 +85,7 @@ struct Summary {
     first: u64,
     last: u64,
     /// Mapping times -> number of mappings (mapping and top-level trees).
-    times: BTreeMap<u32, u64>,
+    times: Histogram,
     highest_data: u64,
     /// Details: sum of mapped_blocks, newest transaction and time.
     mapped_sum: u64,
@@ -90,18 +93,43 @@ struct Summary {
     age: u32,
 }
 
+/// Counts by time, sorted by time. A tree holds few distinct times, so a
+/// sorted vector beats a map at adding and merging.
+#[derive(Clone, Debug, Default)]
+struct Histogram(Vec<(u32, u64)>);
+
+impl Histogram {
+    fn add(&mut self, time: u32, n: u64) {
+        match self.0.binary_search_by_key(&time, |(t, _)| *t) {
+            Ok(i) => self.0[i].1 = self.0[i].1.saturating_add(n),
+            Err(i) => self.0.insert(i, (time, n)),
+        }
+    }
+
+    fn merge(&mut self, other: &Histogram) {
+        for &(t, n) in &other.0 {
+            self.add(t, n);
+        }
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, (u32, u64)> {
+        self.0.iter()
+    }
+}
+
 struct Scan<'a> {
     src: &'a BlockSource,
-    nodes: HashMap<u64, NodeView<'a>>,
-    classes: HashMap<u64, Option<Class>>,
-    summaries: HashMap<u64, Option<Summary>>,
+    nodes: BlockMap<NodeView<'a>>,
+    classes: BlockMap<Option<Class>>,
+    summaries: BlockMap<Option<Summary>>,
     /// Valid children of each internal node, once worked out.
-    children_of: HashMap<u64, Vec<u64>>,
+    children_of: BlockMap<Vec<u64>>,
 }
 
 fn valid_node(src: &BlockSource, b: u64) -> Option<NodeView<'_>> {
     let data = src.block(b).ok()?;
-    if !checksum::matches(data, BlockKind::BtreeNode) || le_u64(data, 8) != b {
+    // The block number first: it rules out most blocks without a checksum.
+    if le_u64(data, 8) != b || !checksum::matches(data, BlockKind::BtreeNode) {
         return None;
     }
     let node = NodeView::new(data);
@@ -116,16 +144,19 @@ fn valid_node(src: &BlockSource, b: u64) -> Option<NodeView<'_>> {
 
 impl<'a> Scan<'a> {
     fn new(src: &'a BlockSource) -> Scan<'a> {
-        let nodes: HashMap<u64, NodeView<'a>> = (0..src.nr_blocks())
+        let nodes: BlockMap<NodeView<'a>> = src
+            .data_extents()
             .into_par_iter()
+            .flat_map(|blocks| blocks.into_par_iter())
             .filter_map(|b| valid_node(src, b).map(|n| (b, n)))
             .collect();
+        phases::phase("repair: blocks scanned");
         Scan {
             src,
             nodes,
-            classes: HashMap::new(),
-            summaries: HashMap::new(),
-            children_of: HashMap::new(),
+            classes: BlockMap::default(),
+            summaries: BlockMap::default(),
+            children_of: BlockMap::default(),
         }
     }
 
@@ -214,17 +245,16 @@ impl<'a> Scan<'a> {
             if kids.is_empty() {
                 return None;
             }
+            // children() worked out every kid's summary: merge them in
+            // place rather than copying each.
             for (i, k) in kids.iter().enumerate() {
-                let c = self.summary(*k, class)?;
+                let c = self.summaries.get(k)?.as_ref()?;
                 if i == 0 {
                     s.first = c.first;
                 }
                 s.last = c.last;
                 s.entries = s.entries.saturating_add(c.entries);
-                for (t, n) in &c.times {
-                    let e = s.times.entry(*t).or_default();
-                    *e = e.saturating_add(*n);
-                }
+                s.times.merge(&c.times);
                 s.highest_data = s.highest_data.max(c.highest_data);
                 s.mapped_sum = s.mapped_sum.saturating_add(c.mapped_sum);
                 s.max_transaction = s.max_transaction.max(c.max_transaction);
@@ -237,22 +267,36 @@ impl<'a> Scan<'a> {
         match class {
             Class::Mapping => {
                 s.entries = node.nr_entries() as u64;
+                // Neighbouring mappings mostly share a time: count runs.
+                let mut run: Option<(u32, u64)> = None;
                 for (_, v) in node.entries_u64() {
                     let bt = BlockTime::unpack(v);
-                    *s.times.entry(bt.time).or_default() += 1;
+                    match &mut run {
+                        Some((t, n)) if *t == bt.time => *n += 1,
+                        _ => {
+                            if let Some((t, n)) = run.replace((bt.time, 1)) {
+                                s.times.add(t, n);
+                            }
+                        }
+                    }
                     s.highest_data = s.highest_data.max(bt.block);
                     s.age = s.age.max(bt.time);
+                }
+                if let Some((t, n)) = run {
+                    s.times.add(t, n);
                 }
             }
             Class::TopLevel => {
                 for (_, root) in node.entries_u64() {
-                    let c = self.summary(root, Class::Mapping).unwrap_or_default();
                     s.entries += 1;
-                    s.mapped_sum = s.mapped_sum.saturating_add(c.entries);
-                    for (t, n) in &c.times {
-                        let e = s.times.entry(*t).or_default();
-                        *e = e.saturating_add(*n);
+                    if self.span(root, Class::Mapping).is_none() {
+                        continue;
                     }
+                    let Some(Some(c)) = self.summaries.get(&root) else {
+                        continue;
+                    };
+                    s.mapped_sum = s.mapped_sum.saturating_add(c.entries);
+                    s.times.merge(&c.times);
                     s.highest_data = s.highest_data.max(c.highest_data);
                     s.age = s.age.max(c.age);
                 }
@@ -275,7 +319,7 @@ impl<'a> Scan<'a> {
         let mut out = Vec::new();
         let mut stack = vec![root];
         // A node met twice in one tree is a cycle or a duplicate: once.
-        let mut seen = HashSet::new();
+        let mut seen = BlockSet::default();
         while let Some(b) = stack.pop() {
             if !seen.insert(b) || self.span(b, class).is_none() {
                 continue;
@@ -300,10 +344,25 @@ impl<'a> Scan<'a> {
         out
     }
 
+    /// Mappings in `leaves` to data blocks below `limit`: a leaf's
+    /// summary answers unless it maps a block at or past the limit.
+    fn mappings_below(&self, leaves: &[u64], limit: u64) -> u64 {
+        leaves
+            .iter()
+            .map(|l| match self.summaries.get(l) {
+                Some(Some(s)) if s.highest_data < limit => s.entries,
+                _ => self.nodes[l]
+                    .entries_u64()
+                    .filter(|(_, v)| BlockTime::unpack(*v).block < limit)
+                    .count() as u64,
+            })
+            .sum()
+    }
+
     /// Roots of `class`: valid nodes no valid node of the class points at.
     fn roots(&mut self, class: Class) -> Vec<u64> {
         let blocks: Vec<u64> = self.nodes.keys().copied().collect();
-        let mut referenced = HashSet::new();
+        let mut referenced = BlockSet::default();
         let mut members = Vec::new();
         for b in blocks {
             if self.class(b) != Some(class) || self.span(b, class).is_none() {
@@ -537,15 +596,7 @@ pub fn salvage(src: &BlockSource, opts: &RepairOptions) -> Result<Salvage> {
     for (id, value) in scan.entries(chosen.0, Class::TopLevel) {
         let root = u64::from_le_bytes(value.try_into().unwrap());
         let leaves = scan.leaves(root, Class::Mapping);
-        let mapped = leaves
-            .iter()
-            .map(|l| {
-                scan.nodes[l]
-                    .entries_u64()
-                    .filter(|(_, v)| BlockTime::unpack(*v).block < header.nr_data_blocks)
-                    .count() as u64
-            })
-            .sum();
+        let mapped = scan.mappings_below(&leaves, header.nr_data_blocks);
         let mut d = details.get(&id).copied().unwrap_or(DeviceDetails {
             mapped_blocks: 0,
             transaction_id: header.transaction.saturating_sub(1),
@@ -607,15 +658,7 @@ fn guided_salvage(
     for (id, root) in roots {
         let leaves = scan.leaves(*root, Class::Mapping);
         let mut d = details[id];
-        d.mapped_blocks = leaves
-            .iter()
-            .map(|l| {
-                scan.nodes[l]
-                    .entries_u64()
-                    .filter(|(_, v)| BlockTime::unpack(*v).block < nr_data_blocks)
-                    .count() as u64
-            })
-            .sum();
+        d.mapped_blocks = scan.mappings_below(&leaves, nr_data_blocks);
         devices.push((*id, d, Some(leaves)));
     }
     Ok(Salvage {

@@ -21,6 +21,9 @@ use crate::thin::block_time::BlockTime;
 use crate::thin::device_details::DeviceDetails;
 use crate::thin::devices::read_devices_strict;
 use crate::thin::forest::{self, ordered_leaves};
+use crate::thin::restore::xml::{
+    DeviceAttrs, Emitter, Item, MappingRun, SuperblockAttrs, XmlError,
+};
 use crate::thin::superblock::{live_and_chosen, Superblock};
 
 pub use format::{Format, Header, Run};
@@ -197,14 +200,9 @@ fn device_roots(
         .collect()
 }
 
-/// The mappings of consecutive leaves as merged runs, formatted.
-fn format_leaves(
-    src: &BlockSource,
-    fmt: Format,
-    leaves: &[u64],
-    drop_from: Option<u64>,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(leaves.len() * 4096);
+/// The mappings of consecutive leaves as merged runs, in key order.
+/// Mappings to data blocks at or beyond `drop_from` are left out.
+fn leaf_runs(src: &BlockSource, leaves: &[u64], drop_from: Option<u64>, mut f: impl FnMut(&Run)) {
     let mut run: Option<Run> = None;
     for &leaf in leaves {
         let Ok(data) = src.block(leaf) else { continue };
@@ -229,14 +227,123 @@ fn format_leaves(
                         len: 1,
                         time: bt.time,
                     }) {
-                        fmt.run(&done, &mut out);
+                        f(&done);
                     }
                 }
             }
         }
     }
     if let Some(done) = run {
-        fmt.run(&done, &mut out);
+        f(&done);
     }
+}
+
+/// The mappings of consecutive leaves as merged runs, formatted.
+fn format_leaves(
+    src: &BlockSource,
+    fmt: Format,
+    leaves: &[u64],
+    drop_from: Option<u64>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(leaves.len() * 4096);
+    leaf_runs(src, leaves, drop_from, |r| fmt.run(r, &mut out));
     out
+}
+
+/// Items numbered in order, for messages.
+struct Numbered<'a> {
+    out: &'a mut Emitter,
+    at: u64,
+}
+
+impl Numbered<'_> {
+    /// False once the consumer has stopped.
+    fn emit(&mut self, item: Item) -> bool {
+        self.at += 1;
+        self.out.emit(Ok((item, self.at)))
+    }
+
+    fn leaves(&mut self, src: &BlockSource, leaves: &[u64], drop_from: Option<u64>) -> bool {
+        let mut going = true;
+        leaf_runs(src, leaves, drop_from, |r| {
+            going = going
+                && self.emit(Item::Mapping(MappingRun {
+                    virt: r.virt,
+                    data: r.data,
+                    len: r.len,
+                    time: r.time,
+                }));
+        });
+        going
+    }
+}
+
+/// What `write_devices` would write (shared runs as defs), as items for
+/// the restore engine: repair builds its output from these without an
+/// XML text in between. Positions are item numbers.
+pub fn emit_devices(
+    src: &BlockSource,
+    header: &Header,
+    devices: &[DeviceLeaves],
+    drop_from: Option<u64>,
+    out: &mut Emitter,
+) {
+    let mut out = Numbered { out, at: 0 };
+    let sequences: Vec<Vec<u64>> = devices
+        .iter()
+        .map(|(_, _, l)| l.clone().unwrap_or_default())
+        .collect();
+    let share = sharing::analyse(&sequences);
+    let going = out.emit(Item::Superblock(SuperblockAttrs {
+        uuid: String::new(),
+        time: header.time,
+        transaction: header.transaction,
+        flags: header.flags,
+        version: header.version,
+        data_block_size: header.data_block_size,
+        nr_data_blocks: header.nr_data_blocks,
+    }));
+    if !going {
+        return;
+    }
+    for def in &share.defs {
+        if !(out.emit(Item::Def(def[0].to_string()))
+            && out.leaves(src, def, drop_from)
+            && out.emit(Item::EndDef))
+        {
+            return;
+        }
+    }
+    for ((id, d, _), segments) in devices.iter().zip(&share.devices) {
+        let Ok(dev_id) = u32::try_from(*id) else {
+            out.out.emit(Err(XmlError {
+                offset: out.at,
+                message: format!("device id {id} does not fit 32 bits"),
+            }));
+            return;
+        };
+        let going = out.emit(Item::Device(DeviceAttrs {
+            dev_id,
+            mapped_blocks: d.mapped_blocks,
+            transaction: d.transaction_id,
+            creation_time: d.creation_time,
+            snap_time: d.snapshotted_time,
+        }));
+        if !going {
+            return;
+        }
+        for seg in segments {
+            let going = match seg {
+                Segment::Shared(i) => out.emit(Item::Ref(share.defs[*i][0].to_string())),
+                Segment::Inline(leaves) => out.leaves(src, leaves, drop_from),
+            };
+            if !going {
+                return;
+            }
+        }
+        if !out.emit(Item::EndDevice) {
+            return;
+        }
+    }
+    out.emit(Item::EndSuperblock);
 }

@@ -34,7 +34,7 @@ use crate::thin::superblock::Superblock;
 
 use log::ItemLog;
 use xml::{
-    DeviceAttrs, Item, ItemSource, MappingRun, ParsedAhead, SuperblockAttrs, XmlDoc, XmlError,
+    DeviceAttrs, Item, ItemSource, ItemsAhead, MappingRun, SuperblockAttrs, XmlDoc, XmlError,
     XmlItems, XmlResult,
 };
 
@@ -88,6 +88,11 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The items the first pass recorded, unless they outgrew the log.
+    pub fn replay(&self) -> Option<log::LogReplay<'_>> {
+        self.log.as_ref().map(ItemLog::replay)
+    }
+
     /// Metadata blocks needed on an output of `nr_blocks` blocks.
     pub fn blocks_needed(&self, nr_blocks: u64) -> u64 {
         self.blocks_before_space_map + nr_blocks.div_ceil(ENTRIES_PER_BITMAP) + 1
@@ -107,9 +112,14 @@ fn located(path: &Path, e: XmlError) -> anyhow::Error {
 pub fn validate(path: &Path, overrides: &Overrides) -> Result<Plan> {
     let doc = XmlDoc::open(path).with_context(|| format!("cannot read '{}'", path.display()))?;
     std::thread::scope(|scope| {
-        Validator::default().run(&mut ParsedAhead::spawn(scope, &doc), overrides)
+        Validator::default().run(&mut ItemsAhead::parse(scope, &doc), overrides)
     })
     .map_err(|e| located(path, e))
+}
+
+/// The first pass over items from any source (repair's salvage).
+pub fn validate_items(items: &mut dyn ItemSource, overrides: &Overrides) -> XmlResult<Plan> {
+    Validator::default().run(items, overrides)
 }
 
 /// The first pass over XML from any reader (fuzzing, tests).
@@ -435,7 +445,7 @@ pub fn build(
     }
     let doc = XmlDoc::open(path).with_context(|| format!("cannot read '{}'", path.display()))?;
     std::thread::scope(|scope| {
-        let mut items = ParsedAhead::spawn(scope, &doc);
+        let mut items = ItemsAhead::parse(scope, &doc);
         build_items(&mut items, &place, plan, overrides, sink, nr_blocks)
     })
 }

@@ -199,23 +199,72 @@ const BATCHES_AHEAD: usize = 8;
 
 type Batch = Vec<XmlResult<(Item, u64)>>;
 
-/// Items parsed on a second thread, so that parsing and what is done with
-/// the items overlap. Create it inside `std::thread::scope`; dropping it
-/// early stops the parser.
-pub struct ParsedAhead {
+/// The producing side of `ItemsAhead`: batches items for the consumer.
+pub struct Emitter {
+    tx: std::sync::mpsc::SyncSender<Batch>,
+    batch: Batch,
+}
+
+impl Emitter {
+    /// Queues an item (or a problem); false once the consumer has
+    /// stopped, when the producer should return.
+    pub fn emit(&mut self, item: XmlResult<(Item, u64)>) -> bool {
+        self.batch.push(item);
+        if self.batch.len() < BATCH {
+            return true;
+        }
+        let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        self.tx.send(full).is_ok()
+    }
+}
+
+impl Drop for Emitter {
+    fn drop(&mut self) {
+        if !self.batch.is_empty() {
+            let _ = self.tx.send(std::mem::take(&mut self.batch));
+        }
+    }
+}
+
+/// Items produced on a second thread (parsed XML, or salvaged metadata),
+/// so that producing them overlaps what is done with them. Create it
+/// inside `std::thread::scope`; dropping it early stops the producer at
+/// its next batch.
+pub struct ItemsAhead {
     rx: std::sync::mpsc::Receiver<Batch>,
     batch: std::vec::IntoIter<XmlResult<(Item, u64)>>,
 }
 
-impl ParsedAhead {
-    pub fn spawn<'scope, 'env>(
+impl ItemsAhead {
+    pub fn spawn<'scope, 'env, F>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
-        doc: &'env XmlDoc,
-    ) -> ParsedAhead {
-        /// Bytes parsed between releases of the pages behind.
-        const RELEASE_EVERY: u64 = 32 << 20;
+        produce: F,
+    ) -> ItemsAhead
+    where
+        F: FnOnce(&mut Emitter) + Send + 'scope,
+    {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(BATCHES_AHEAD);
         scope.spawn(move || {
+            let mut out = Emitter {
+                tx,
+                batch: Vec::with_capacity(BATCH),
+            };
+            produce(&mut out);
+        });
+        ItemsAhead {
+            rx,
+            batch: Vec::new().into_iter(),
+        }
+    }
+
+    /// The items of `doc`, parsed ahead.
+    pub fn parse<'scope, 'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        doc: &'env XmlDoc,
+    ) -> ItemsAhead {
+        /// Bytes parsed between releases of the pages behind.
+        const RELEASE_EVERY: u64 = 32 << 20;
+        Self::spawn(scope, move |out| {
             let mut items = doc.items();
             let mut released = 0;
             loop {
@@ -224,36 +273,24 @@ impl ParsedAhead {
                     doc.release_before(at as usize);
                     released = at;
                 }
-                let mut batch = Vec::with_capacity(BATCH);
-                let mut done = false;
-                while batch.len() < BATCH {
-                    match items.next_item() {
-                        Ok(Some(i)) => batch.push(Ok(i)),
-                        Ok(None) => {
-                            done = true;
-                            break;
-                        }
-                        Err(e) => {
-                            batch.push(Err(e));
-                            done = true;
-                            break;
+                match items.next_item() {
+                    Ok(Some(i)) => {
+                        if !out.emit(Ok(i)) {
+                            return;
                         }
                     }
-                }
-                // A send fails only when the consumer has stopped.
-                if tx.send(batch).is_err() || done {
-                    return;
+                    Ok(None) => return,
+                    Err(e) => {
+                        out.emit(Err(e));
+                        return;
+                    }
                 }
             }
-        });
-        ParsedAhead {
-            rx,
-            batch: Vec::new().into_iter(),
-        }
+        })
     }
 }
 
-impl ItemSource for ParsedAhead {
+impl ItemSource for ItemsAhead {
     fn next_item(&mut self) -> XmlResult<Option<(Item, u64)>> {
         loop {
             if let Some(r) = self.batch.next() {
