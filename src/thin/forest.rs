@@ -3,12 +3,13 @@
 //! (thin_ls, thin_rmap, thin_delta). Any damage is an error naming the
 //! device, block and key range: these tools do not work around it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use anyhow::{bail, Result};
 
 use crate::io::BlockSource;
+use crate::pdata::block_hash::BlockMap;
 use crate::pdata::btree::node::NodeView;
 use crate::pdata::btree::walk::{Damage, LeafVisitor, SubtreeSummary, TreeSpec, Walker};
 use crate::pdata::refcount::RefCounter;
@@ -32,7 +33,7 @@ pub struct Forest {
     /// Every distinct leaf of the trees, in no particular order.
     pub leaves: Vec<u64>,
     /// Summaries (entry counts, heights) of every distinct internal node.
-    pub internals: HashMap<u64, SubtreeSummary>,
+    pub internals: BlockMap<SubtreeSummary>,
 }
 
 /// Validates the trees of `roots` (device id -> root) strictly.
@@ -54,7 +55,7 @@ pub fn validate_named(src: &BlockSource, roots: &[(String, u64)]) -> Result<Fore
         .map(|(name, root)| (name.clone(), *root, vec![]))
         .collect();
     walker.walk_many(&trees, TreeSpec::MAPPING, &leaves);
-    let mut internals = HashMap::new();
+    let mut internals = BlockMap::default();
     for (name, root) in roots {
         walker.summarise(name, *root, &mut internals);
     }

@@ -229,10 +229,41 @@ impl<'a> NodeView<'a> {
         le_u32(self.data, self.values_offset() + i as usize * 4)
     }
 
-    /// Keys and 8-byte values of a validated node, in order.
+    /// Keys and 8-byte values of a validated node, in order (nothing if
+    /// the header would reach past the block).
     pub fn entries_u64(&self) -> impl Iterator<Item = (u64, u64)> + 'a {
-        let me = *self;
-        (0..me.nr_entries()).map(move |i| (me.key(i), me.value_u64(i)))
+        let keys = self.keys_bytes();
+        let values = self.values_bytes(8);
+        let n = keys.len().min(values.len()) / 8;
+        keys[..n * 8]
+            .chunks_exact(8)
+            .zip(values[..n * 8].chunks_exact(8))
+            .map(|(k, v)| {
+                (
+                    u64::from_le_bytes(k.try_into().unwrap()),
+                    u64::from_le_bytes(v.try_into().unwrap()),
+                )
+            })
+    }
+
+    /// The 8-byte values of a validated node, in order.
+    pub fn values_u64(&self) -> impl Iterator<Item = u64> + 'a {
+        self.values_bytes(8)
+            .chunks_exact(8)
+            .map(|v| u64::from_le_bytes(v.try_into().unwrap()))
+    }
+
+    fn keys_bytes(&self) -> &'a [u8] {
+        let n = self.nr_entries() as usize;
+        self.data
+            .get(NODE_HEADER_SIZE..NODE_HEADER_SIZE + n * KEY_SIZE)
+            .unwrap_or(&[])
+    }
+
+    fn values_bytes(&self, value_size: usize) -> &'a [u8] {
+        let n = self.nr_entries() as usize;
+        let start = self.values_offset();
+        self.data.get(start..start + n * value_size).unwrap_or(&[])
     }
 }
 
@@ -265,6 +296,21 @@ pub mod tests {
         assert_eq!(max_entries_for(24), 126);
         assert_eq!(max_entries_for(16), 168);
         assert_eq!(max_entries_for(4), 336);
+    }
+
+    #[test]
+    fn entry_iterators_read_in_order_and_never_past_the_block() {
+        let (a, b) = (7u64.to_le_bytes(), 9u64.to_le_bytes());
+        let node = make_node(LEAF_NODE, 8, &[(1, &a), (5, &b)]);
+        let view = NodeView::new(&node);
+        assert_eq!(view.entries_u64().collect::<Vec<_>>(), vec![(1, 7), (5, 9)]);
+        assert_eq!(view.values_u64().collect::<Vec<_>>(), vec![7, 9]);
+        // A header claiming more entries than fit: nothing, no panic.
+        let mut bad = node.clone();
+        bad[NR_ENTRIES_OFFSET..NR_ENTRIES_OFFSET + 4].copy_from_slice(&100_000u32.to_le_bytes());
+        let view = NodeView::new(&bad);
+        assert_eq!(view.entries_u64().count(), 0);
+        assert_eq!(view.values_u64().count(), 0);
     }
 
     #[test]

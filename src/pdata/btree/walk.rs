@@ -11,11 +11,12 @@
 //! tree: a bad node loses only the key range below it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::io::checksum::{self, BlockKind};
 use crate::io::{BlockError, BlockSource};
+use crate::pdata::block_hash::BlockMap;
 use crate::pdata::btree::node::{NodeError, NodeKind, NodeView};
 use crate::pdata::refcount::RefCounter;
 use crate::report::Progress;
@@ -220,6 +221,9 @@ pub struct Walker<'a> {
     /// Nodes whose first visit found them valid: later visits trust
     /// them without computing the checksum again.
     valid: AtomicBitSet,
+    /// 1 + the entry count of each valid leaf (0: not known to be one),
+    /// so summaries never read a leaf again.
+    leaf_entries: Vec<AtomicU16>,
     metadata_refs: &'a RefCounter,
     strict: bool,
     damaged: Mutex<HashMap<u64, Damage>>,
@@ -236,6 +240,7 @@ impl<'a> Walker<'a> {
             src,
             visited: AtomicBitSet::new(src.nr_blocks().max(metadata_refs.nr_blocks())),
             valid: AtomicBitSet::new(src.nr_blocks().max(metadata_refs.nr_blocks())),
+            leaf_entries: (0..src.nr_blocks()).map(|_| AtomicU16::new(0)).collect(),
             metadata_refs,
             strict,
             damaged: Mutex::new(HashMap::new()),
@@ -351,6 +356,10 @@ impl<'a> Walker<'a> {
                     self.check_key_range(tree, node, &path, keys);
                     match kind {
                         NodeKind::Leaf => {
+                            // validate() bounds nr_entries by max_entries,
+                            // which fits a block: no overflow.
+                            self.leaf_entries[block as usize]
+                                .store(node.nr_entries() as u16 + 1, Ordering::Relaxed);
                             if let Some(damage) = visitor.visit(tree, block, node) {
                                 self.record(tree, path, keys, damage);
                             }
@@ -473,7 +482,7 @@ impl<'a> Walker<'a> {
         &self,
         tree: &str,
         root: u64,
-        memo: &mut HashMap<u64, SubtreeSummary>,
+        memo: &mut BlockMap<SubtreeSummary>,
     ) -> SubtreeSummary {
         let damaged = self.damaged.lock().unwrap();
         self.summarise_node(tree, root, &damaged, memo)
@@ -484,7 +493,7 @@ impl<'a> Walker<'a> {
         tree: &str,
         block: u64,
         damaged: &HashMap<u64, Damage>,
-        memo: &mut HashMap<u64, SubtreeSummary>,
+        memo: &mut BlockMap<SubtreeSummary>,
     ) -> SubtreeSummary {
         let unusable = SubtreeSummary {
             entries: 0,
@@ -493,6 +502,16 @@ impl<'a> Walker<'a> {
         };
         if damaged.contains_key(&block) || !self.visited.contains(block) {
             return unusable;
+        }
+        if let Some(n) = self.leaf_entries.get(block as usize) {
+            let n = n.load(Ordering::Relaxed);
+            if n > 0 {
+                return SubtreeSummary {
+                    entries: n as u64 - 1,
+                    damaged: 0,
+                    height: Some(0),
+                };
+            }
         }
         let Ok(data) = self.src.block(block) else {
             return unusable;
@@ -515,21 +534,20 @@ impl<'a> Walker<'a> {
         }
         memo.insert(block, IN_PROGRESS);
         let mut sum = SubtreeSummary::default();
-        let mut heights = Vec::new();
+        // The lowest and highest child heights: a sound node has one.
+        let mut heights: Option<(u32, u32)> = None;
         for i in 0..node.nr_entries() {
             let child = self.summarise_node(tree, node.value_u64(i), damaged, memo);
             sum.entries += child.entries;
             sum.damaged += child.damaged;
             if let Some(h) = child.height {
-                heights.push(h);
+                heights = Some(heights.map_or((h, h), |(lo, hi)| (lo.min(h), hi.max(h))));
             }
         }
-        heights.sort_unstable();
-        heights.dedup();
-        sum.height = match heights.as_slice() {
-            [h] => Some(h + 1),
-            [] => None,
-            _ => {
+        sum.height = match heights {
+            Some((lo, hi)) if lo == hi => Some(lo + 1),
+            None => None,
+            Some(_) => {
                 sum.damaged += 1;
                 self.record(tree, vec![block], KeyRange::ALL, Damage::UnevenDepth);
                 None

@@ -58,37 +58,46 @@ pub struct MappingVisitor<'a> {
 
 impl LeafVisitor for MappingVisitor<'_> {
     fn visit(&self, _tree: &str, _block: u64, leaf: NodeView<'_>) -> Option<Damage> {
+        // Mappings come in runs of consecutive data blocks: each run is
+        // counted a 32-block counter word at a time. Blocks past the data
+        // device are left out here and described below.
+        let limit = self.nr_data_blocks;
+        let count = |run: std::ops::Range<u64>| {
+            let run = run.start.min(limit)..run.end.min(limit);
+            if !run.is_empty() {
+                self.data_refs.inc_range(run);
+            }
+        };
+        let (mut max_block, mut max_time) = (0u64, 0u32);
+        let mut run = 0..0;
+        for v in leaf.values_u64() {
+            let bt = BlockTime::unpack(v);
+            max_block = max_block.max(bt.block);
+            max_time = max_time.max(bt.time);
+            if bt.block == run.end && !run.is_empty() {
+                run.end += 1;
+            } else {
+                count(std::mem::replace(&mut run, bt.block..bt.block + 1));
+            }
+        }
+        count(run);
+        if max_block < limit && max_time <= self.pool_time {
+            return None;
+        }
         let mut beyond = 0u64;
         let mut first_beyond = None;
         let mut future = 0u64;
         let mut first_future = None;
-        // Mappings come in runs of neighbouring data blocks: gather the
-        // blocks of one 32-block counter word and add them at once.
-        let mut word = u64::MAX;
-        let mut lanes = 0u32;
         for (key, value) in leaf.entries_u64() {
             let bt = BlockTime::unpack(value);
-            if bt.block >= self.nr_data_blocks {
+            if bt.block >= limit {
                 beyond += 1;
                 first_beyond.get_or_insert((key, bt.block));
-            } else {
-                let (w, lane) = (bt.block / 32, 1u32 << (bt.block % 32));
-                if w != word || lanes & lane != 0 {
-                    if lanes != 0 {
-                        self.data_refs.inc_word(word, lanes);
-                    }
-                    word = w;
-                    lanes = 0;
-                }
-                lanes |= lane;
             }
             if bt.time > self.pool_time {
                 future += 1;
                 first_future.get_or_insert((key, bt.time));
             }
-        }
-        if lanes != 0 {
-            self.data_refs.inc_word(word, lanes);
         }
         let mut problems = Vec::new();
         if let Some((key, block)) = first_beyond {

@@ -12,9 +12,10 @@ pub mod findings;
 mod mappings;
 mod space_maps;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::io::{BlockSource, BLOCK_SIZE};
+use crate::pdata::block_hash::BlockMap;
 use crate::pdata::btree::walk::{NodeDamage, TreeSpec, Walker};
 use crate::pdata::node_path;
 use crate::pdata::refcount::RefCounter;
@@ -354,7 +355,7 @@ impl<'a> Checker<'a> {
 
         // Mapped block counts of live devices, then of the devices only
         // the metadata snapshot holds.
-        let mut memo = HashMap::new();
+        let mut memo = BlockMap::default();
         let mut mapping_failed = false;
         if let Some((roots, details)) = &live {
             mapping_failed |= self.check_counts(&walker, roots, details, &mut memo, "");
@@ -475,7 +476,7 @@ impl<'a> Checker<'a> {
         walker: &Walker,
         roots: &BTreeMap<u64, u64>,
         details: &BTreeMap<u64, DeviceDetails>,
-        memo: &mut HashMap<u64, crate::pdata::btree::walk::SubtreeSummary>,
+        memo: &mut BlockMap<crate::pdata::btree::walk::SubtreeSummary>,
         which: &str,
     ) -> bool {
         let mut failed = false;
