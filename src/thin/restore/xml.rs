@@ -352,7 +352,13 @@ impl<'a> Attrs<'a> {
     }
 
     fn raw(&self, name: &str) -> Option<&str> {
-        let i = self.names.iter().position(|n| *n == name)?;
+        // Callers pass the same literals as `names`: the address usually
+        // matches before any bytes need comparing.
+        let i = self
+            .names
+            .iter()
+            .position(|n| std::ptr::eq(*n, name))
+            .or_else(|| self.names.iter().position(|n| *n == name))?;
         self.values[i].as_deref()
     }
 
@@ -384,7 +390,7 @@ impl<'a> Attrs<'a> {
     }
 
     fn parse<T: TryFrom<u64>>(&self, name: &str, v: &str, width: &str) -> XmlResult<T> {
-        if v.is_empty() || !v.bytes().all(|c| c.is_ascii_digit()) {
+        let Some(n) = decimal(v.as_bytes()) else {
             return err(
                 self.at,
                 format!(
@@ -392,29 +398,36 @@ impl<'a> Attrs<'a> {
                     self.tag
                 ),
             );
-        }
-        decimal(v.as_bytes())
-            .and_then(|n| T::try_from(n).ok())
-            .map_or_else(
-                || {
-                    err(
-                        self.at,
-                        format!(
-                            "attribute '{name}' of <{}> does not fit {width}: '{v}'",
-                            self.tag
-                        ),
-                    )
-                },
-                Ok,
-            )
+        };
+        n.and_then(|n| T::try_from(n).ok()).map_or_else(
+            || {
+                err(
+                    self.at,
+                    format!(
+                        "attribute '{name}' of <{}> does not fit {width}: '{v}'",
+                        self.tag
+                    ),
+                )
+            },
+            Ok,
+        )
     }
 }
 
-/// The value of ASCII decimal digits, None past 64 bits.
-fn decimal(digits: &[u8]) -> Option<u64> {
-    digits.iter().try_fold(0u64, |n, &c| {
-        n.checked_mul(10)?.checked_add((c - b'0') as u64)
-    })
+/// The value of ASCII decimal digits in one pass: None if `digits` is
+/// not a decimal number, Some(None) if it does not fit 64 bits.
+fn decimal(digits: &[u8]) -> Option<Option<u64>> {
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n = Some(0u64);
+    for &c in digits {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n.and_then(|n| n.checked_mul(10)?.checked_add((c - b'0') as u64));
+    }
+    Some(n)
 }
 
 fn start_item(e: &BytesStart, at: u64, empty: bool) -> XmlResult<Item> {
@@ -610,6 +623,17 @@ mod tests {
             out.push(i);
         }
         Ok(out)
+    }
+
+    #[test]
+    fn decimals_are_digits_that_fit() {
+        assert_eq!(decimal(b"0"), Some(Some(0)));
+        assert_eq!(decimal(b"18446744073709551615"), Some(Some(u64::MAX)));
+        assert_eq!(decimal(b"18446744073709551616"), Some(None));
+        assert_eq!(decimal(b"99999999999999999999x"), None);
+        assert_eq!(decimal(b""), None);
+        assert_eq!(decimal(b"-1"), None);
+        assert_eq!(decimal(b" 1"), None);
     }
 
     #[test]
