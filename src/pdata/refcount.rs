@@ -175,6 +175,32 @@ impl RefCounter {
         }
     }
 
+    /// How many blocks of `blocks` have a count of exactly one, a word
+    /// at a time.
+    pub fn count_exactly_one(&self, blocks: std::ops::Range<u64>) -> u64 {
+        if self.is_dense() {
+            return blocks.filter(|&b| self.get(b) == 1).count() as u64;
+        }
+        let mut n = 0;
+        let mut b = blocks.start;
+        while b < blocks.end {
+            let word = b / PER_WORD;
+            let first = b % PER_WORD;
+            let len = (blocks.end - b).min(PER_WORD - first);
+            let lanes = if len == PER_WORD {
+                u32::MAX
+            } else {
+                ((1u32 << len) - 1) << first
+            };
+            let w = self.words[word as usize].load(Ordering::Relaxed);
+            // A lane holds 1 when its low bit is set and its high bit not.
+            let ones = w & !(w >> 1) & 0x5555_5555_5555_5555 & spread_lanes(lanes);
+            n += ones.count_ones() as u64;
+            b += len;
+        }
+        n
+    }
+
     #[inline]
     pub fn get(&self, b: u64) -> u32 {
         if self.is_dense() {
@@ -285,6 +311,32 @@ mod tests {
             assert_eq!(dense.word(w), packed.word(w), "word {w}");
         }
         assert!(!RefCounter::for_metadata(DENSE_LIMIT + 1).is_dense());
+    }
+
+    #[test]
+    fn counts_blocks_used_exactly_once() {
+        let rc = RefCounter::new(200);
+        rc.inc_range(0..100);
+        rc.inc_range(30..40);
+        for _ in 0..3 {
+            rc.inc(50);
+        }
+        for (range, want) in [
+            (0..200, 89u64),
+            (0..32, 30),
+            (31..33, 0),
+            (45..55, 9),
+            (100..200, 0),
+        ] {
+            let slow = range.clone().filter(|&b| rc.get(b) == 1).count() as u64;
+            assert_eq!(slow, want, "{range:?}");
+            assert_eq!(rc.count_exactly_one(range.clone()), want, "{range:?}");
+        }
+        let dense = RefCounter::for_metadata(10);
+        dense.inc(3);
+        dense.inc(4);
+        dense.inc(4);
+        assert_eq!(dense.count_exactly_one(0..10), 1);
     }
 
     #[test]

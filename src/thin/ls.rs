@@ -13,12 +13,13 @@
 //! 4. each leaf's exclusive mappings are counted once, and per-device
 //!    totals are summed over internal nodes with memoisation.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 
 use crate::io::BlockSource;
+use crate::pdata::block_hash::BlockMap;
 use crate::pdata::btree::node::NodeView;
 use crate::pdata::refcount::RefCounter;
 use crate::thin::block_time::BlockTime;
@@ -77,44 +78,47 @@ pub fn count_devices(
     leaves.par_iter().try_for_each(|&l| -> Result<()> {
         let node = NodeView::new(src.block(l)?);
         let m = mult[l as usize].min(2);
-        let add = |word: u64, lanes: u32| {
+        let add = |run: std::ops::Range<u64>| {
             for _ in 0..m {
-                uses.inc_word(word, lanes);
+                uses.inc_range(run.clone());
             }
         };
-        let (mut word, mut lanes) = (u64::MAX, 0u32);
-        for (_, v) in node.entries_u64() {
+        let mut run = 0..0;
+        for v in node.values_u64() {
             let b = BlockTime::unpack(v).block;
             if b >= nr_data_blocks {
                 bail!("device mapping in leaf {l} points to data block {b}, beyond the {nr_data_blocks} data blocks");
             }
-            let (w, lane) = (b / 32, 1u32 << (b % 32));
-            if w != word || lanes & lane != 0 {
-                if lanes != 0 {
-                    add(word, lanes);
-                }
-                (word, lanes) = (w, 0);
+            if b == run.end && !run.is_empty() {
+                run.end += 1;
+            } else {
+                add(std::mem::replace(&mut run, b..b + 1));
             }
-            lanes |= lane;
         }
-        if lanes != 0 {
-            add(word, lanes);
-        }
+        add(run);
         Ok(())
     })?;
-    let exclusive_in_leaf: HashMap<u64, u64> = leaves
+    let exclusive_in_leaf: BlockMap<u64> = leaves
         .par_iter()
         .map(|&l| {
             let node = NodeView::new(src.block(l).unwrap());
-            let n = node
-                .entries_u64()
-                .filter(|(_, v)| uses.two_bits(BlockTime::unpack(*v).block) == 1)
-                .count() as u64;
+            // By runs of consecutive data blocks, a counter word at a time.
+            let mut n = 0;
+            let mut run = 0..0;
+            for v in node.values_u64() {
+                let b = BlockTime::unpack(v).block;
+                if b == run.end && !run.is_empty() {
+                    run.end += 1;
+                } else {
+                    n += uses.count_exactly_one(std::mem::replace(&mut run, b..b + 1));
+                }
+            }
+            n += uses.count_exactly_one(run);
             (l, n)
         })
         .collect();
 
-    let mut exclusive_memo: HashMap<u64, u64> = HashMap::new();
+    let mut exclusive_memo: BlockMap<u64> = BlockMap::default();
     let mut out = BTreeMap::new();
     for (id, root) in roots {
         let mapped = memo
@@ -137,8 +141,8 @@ pub fn count_devices(
 fn exclusive_below(
     src: &BlockSource,
     block: u64,
-    leaves: &HashMap<u64, u64>,
-    memo: &mut HashMap<u64, u64>,
+    leaves: &BlockMap<u64>,
+    memo: &mut BlockMap<u64>,
 ) -> u64 {
     if let Some(n) = leaves.get(&block) {
         return *n;
