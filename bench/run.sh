@@ -13,6 +13,10 @@
 # only its heap. "cold" runs drop the page cache first (root only). The
 # physical floor is a sequential read of the used part of the image.
 # Debian's thin_check/thin_dump 0.9.0 run on m10 for scale when present.
+# REF_TOOLS=/path/to/pdata_tools adds the reference tools 1.x (built from
+# their own sources elsewhere; nothing of them is kept here), one run each.
+# The durable-write floor is dd writing as many bytes as a restore does,
+# with fdatasync: what thin_restore and thin_repair cannot go below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-all}
@@ -79,12 +83,30 @@ bench_pool() {
     measure "$name thin_delta (origin vs snapshot 1)" warm "$dmpd" thin_delta --thin1 0 --thin2 1 "$img"
     measure "$name thin_rmap (first 1M data blocks)" warm "$dmpd" thin_rmap --region 0..1000000 "$img"
     rm -f "$scratch"; truncate -s "$(stat -c %s "$img")" "$scratch"
+    measure "$name durable write of ${mib} MiB (floor)" warm dd if=/dev/zero of="$scratch" bs=1M count="$mib" conv=fdatasync,notrunc
     measure "$name thin_restore ($(( $(stat -c %s "$xml") / 1048576 )) MiB XML)" warm "$dmpd" thin_restore -i "$xml" -o "$scratch"
     measure "$name thin_repair (healthy input)" warm "$dmpd" thin_repair -i "$img" -o "$scratch"
     rm -f "$scratch"
     if can_drop; then
         measure "$name sequential read of ${mib} MiB (floor)" cold dd if="$img" of=/dev/null bs=1M count="$mib"
         measure "$name thin_check" cold "$dmpd" thin_check -q "$img"
+    fi
+    if [ -n "${REF_TOOLS:-}" ] && [ -x "$REF_TOOLS" ]; then
+        local saved=$runs
+        runs=1
+        measure "$name reference 1.x thin_check" warm "$REF_TOOLS" thin_check -q "$img"
+        measure "$name reference 1.x thin_dump to a file" warm "$REF_TOOLS" thin_dump -o "$cache/$name.dump.xml" "$img"
+        measure "$name reference 1.x thin_ls" warm "$REF_TOOLS" thin_ls "$img"
+        measure "$name reference 1.x thin_delta" warm "$REF_TOOLS" thin_delta --thin1 0 --thin2 1 "$img"
+        measure "$name reference 1.x thin_rmap" warm "$REF_TOOLS" thin_rmap --region 0..1000000 "$img"
+        rm -f "$scratch"; truncate -s "$(stat -c %s "$img")" "$scratch"
+        measure "$name reference 1.x thin_restore" warm "$REF_TOOLS" thin_restore -i "$xml" -o "$scratch"
+        measure "$name reference 1.x thin_repair" warm "$REF_TOOLS" thin_repair -i "$img" -o "$scratch"
+        rm -f "$scratch"
+        if can_drop; then
+            measure "$name reference 1.x thin_check" cold "$REF_TOOLS" thin_check -q "$img"
+        fi
+        runs=$saved
     fi
     if [ "$name" = m10 ] && [ -x /usr/sbin/thin_check ]; then
         local saved=$runs
@@ -108,7 +130,7 @@ fi
     echo "# Benchmarks"
     echo
     echo "Written by \`bench/run.sh $which\` on $(date -u +%Y-%m-%d) ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB)."
-    echo "Median of $runs runs (Debian's 0.9.0 tools: one run). CPU = user + system."
+    echo "Median of $runs runs (Debian's 0.9.0 tools and the reference 1.x: one run). CPU = user + system."
     echo "Peak RSS includes the mapped metadata pages a tool touched."
     echo
     echo "| work | cache | wall (s) | CPU (s) | peak RSS (MiB) |"
