@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use crate::io::checksum::{self, seal, BlockKind};
+use crate::io::sink::MemorySink;
 use crate::io::{le_u32, pack, BlockSource, BLOCK_SIZE};
 use crate::pdata::btree::node::NodeView;
 use crate::pdata::space_map::bitmap;
@@ -11,7 +12,7 @@ use crate::report::{Mode, Reporter};
 use crate::thin::check::{check, CheckOptions};
 use crate::thin::dump::{dump, DumpOptions, Format};
 use crate::thin::repair::{salvage, RepairOptions};
-use crate::thin::restore::{validate_reader, Overrides};
+use crate::thin::restore::{build_items, validate_reader, Overrides};
 use crate::thin::superblock::Superblock;
 
 /// Blocks an image made from fuzz input has at most.
@@ -90,9 +91,31 @@ pub fn exercise_block(data: &[u8]) {
     }
 }
 
-/// thin_restore's validating pass.
+/// thin_restore's validating pass and, for documents it accepts that
+/// fit a small output, the building pass replaying its item log into
+/// memory.
 pub fn exercise_xml(data: &[u8]) {
-    let _ = validate_reader(data, &Overrides::default());
+    const MAX_BLOCKS: u64 = 1024;
+    let overrides = Overrides::default();
+    let Ok(plan) = validate_reader(data, &overrides) else {
+        return;
+    };
+    let nr_blocks = MAX_BLOCKS;
+    if plan.blocks_needed(nr_blocks) > nr_blocks || plan.nr_data_blocks > 1 << 24 {
+        return;
+    }
+    let Some(mut items) = plan.replay() else {
+        return;
+    };
+    let mut image = vec![0u8; nr_blocks as usize * crate::io::BLOCK_SIZE];
+    let mut sink = MemorySink {
+        image: &mut image,
+        limit: None,
+        writes: 0,
+    };
+    let place = |at: u64| format!("byte {at}");
+    build_items(&mut items, &place, &plan, &overrides, &mut sink, nr_blocks)
+        .expect("a validated document builds");
 }
 
 /// The pack reader.
