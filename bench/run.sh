@@ -70,6 +70,27 @@ used_bytes() {
     echo $(( (total - free) * 4096 ))
 }
 
+# time_tools POOL LABEL BINARY: every tool of BINARY (a multi-call binary
+# taking the tool name first) on POOL's image and XML.
+time_tools() {
+    local name=$1 who=$2 bin=$3
+    local img=$cache/$1.bin xml=$cache/$1.xml scratch=$cache/$1.restore.bin
+    measure "$name ${who}thin_check" warm "$bin" thin_check -q "$img"
+    measure "$name ${who}thin_dump to a file" warm "$bin" thin_dump -o "$cache/$name.dump.xml" "$img"
+    measure "$name ${who}thin_ls" warm "$bin" thin_ls "$img"
+    measure "$name ${who}thin_delta (origin vs snapshot 1)" warm "$bin" thin_delta --thin1 0 --thin2 1 "$img"
+    measure "$name ${who}thin_rmap (first 1M data blocks)" warm "$bin" thin_rmap --region 0..1000000 "$img"
+    rm -f "$scratch"; truncate -s "$(stat -c %s "$img")" "$scratch"
+    measure "$name ${who}thin_restore ($(( $(stat -c %s "$xml") / 1048576 )) MiB XML)" warm "$bin" thin_restore -i "$xml" -o "$scratch"
+    measure "$name ${who}thin_repair (healthy input)" warm "$bin" thin_repair -i "$img" -o "$scratch"
+    rm -f "$scratch"
+    if can_drop; then
+        # The floor right before the cold check: the disk's speed drifts.
+        [ -z "$who" ] && measure "$name sequential read of ${mib} MiB (floor)" cold dd if="$img" of=/dev/null bs=1M count="$mib"
+        measure "$name ${who}thin_check" cold "$bin" thin_check -q "$img"
+    fi
+}
+
 bench_pool() {
     local name=$1 img=$cache/$1.bin xml=$cache/$1.xml
     local scratch=$cache/$name.restore.bin
@@ -77,35 +98,13 @@ bench_pool() {
     used=$(used_bytes "$img")
     local mib=$(( (used + 1048575) / 1048576 ))
     measure "$name sequential read of ${mib} MiB (floor)" warm dd if="$img" of=/dev/null bs=1M count="$mib"
-    measure "$name thin_check" warm "$dmpd" thin_check -q "$img"
-    measure "$name thin_dump to a file" warm "$dmpd" thin_dump -o "$cache/$name.dump.xml" "$img"
-    measure "$name thin_ls" warm "$dmpd" thin_ls "$img"
-    measure "$name thin_delta (origin vs snapshot 1)" warm "$dmpd" thin_delta --thin1 0 --thin2 1 "$img"
-    measure "$name thin_rmap (first 1M data blocks)" warm "$dmpd" thin_rmap --region 0..1000000 "$img"
     rm -f "$scratch"; truncate -s "$(stat -c %s "$img")" "$scratch"
     measure "$name durable write of ${mib} MiB (floor)" warm dd if=/dev/zero of="$scratch" bs=1M count="$mib" conv=fdatasync,notrunc
-    measure "$name thin_restore ($(( $(stat -c %s "$xml") / 1048576 )) MiB XML)" warm "$dmpd" thin_restore -i "$xml" -o "$scratch"
-    measure "$name thin_repair (healthy input)" warm "$dmpd" thin_repair -i "$img" -o "$scratch"
-    rm -f "$scratch"
-    if can_drop; then
-        measure "$name sequential read of ${mib} MiB (floor)" cold dd if="$img" of=/dev/null bs=1M count="$mib"
-        measure "$name thin_check" cold "$dmpd" thin_check -q "$img"
-    fi
+    time_tools "$name" "" "$dmpd"
     if [ -n "${REF_TOOLS:-}" ] && [ -x "$REF_TOOLS" ]; then
         local saved=$runs
         runs=1
-        measure "$name reference 1.x thin_check" warm "$REF_TOOLS" thin_check -q "$img"
-        measure "$name reference 1.x thin_dump to a file" warm "$REF_TOOLS" thin_dump -o "$cache/$name.dump.xml" "$img"
-        measure "$name reference 1.x thin_ls" warm "$REF_TOOLS" thin_ls "$img"
-        measure "$name reference 1.x thin_delta" warm "$REF_TOOLS" thin_delta --thin1 0 --thin2 1 "$img"
-        measure "$name reference 1.x thin_rmap" warm "$REF_TOOLS" thin_rmap --region 0..1000000 "$img"
-        rm -f "$scratch"; truncate -s "$(stat -c %s "$img")" "$scratch"
-        measure "$name reference 1.x thin_restore" warm "$REF_TOOLS" thin_restore -i "$xml" -o "$scratch"
-        measure "$name reference 1.x thin_repair" warm "$REF_TOOLS" thin_repair -i "$img" -o "$scratch"
-        rm -f "$scratch"
-        if can_drop; then
-            measure "$name reference 1.x thin_check" cold "$REF_TOOLS" thin_check -q "$img"
-        fi
+        time_tools "$name" "reference 1.x " "$REF_TOOLS"
         runs=$saved
     fi
     if [ "$name" = m10 ] && [ -x /usr/sbin/thin_check ]; then
