@@ -126,8 +126,9 @@ impl XmlDoc {
             let len = offset / PAGE * PAGE;
             if len > 0 {
                 // SAFETY: the mapping is private and read-only: a page
-                // dropped here reads back from the file if touched again,
-                // and nothing borrows these bytes any more.
+                // dropped here reads back from the file, unchanged, if it
+                // is touched again (the caller keeps well behind what is
+                // still being read, so that is rare).
                 let _ =
                     unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, 0, len) };
             }
@@ -138,17 +139,29 @@ impl XmlDoc {
 /// The items of a document held in memory, parsed without copying.
 pub struct XmlItems<'a> {
     reader: Reader<&'a [u8]>,
+    input: &'a [u8],
 }
 
 impl<'a> XmlItems<'a> {
     pub fn new(input: &'a [u8]) -> Self {
         let mut reader = Reader::from_reader(input);
         reader.config_mut().check_end_names = true;
-        XmlItems { reader }
+        XmlItems { reader, input }
     }
 
     /// The next item and the byte offset where it starts; None at the end.
     pub fn next_item(&mut self) -> XmlResult<Option<(Item, u64)>> {
+        match self.next_raw() {
+            Ok(Some(Produced::Element(e))) => e.item(self.input).map(Some),
+            Ok(Some(Produced::Item(i))) => i.map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The next item, with an element's attributes left unread: reading
+    /// them is the larger part of parsing, and can be done elsewhere.
+    fn next_raw(&mut self) -> XmlResult<Option<Produced>> {
         loop {
             let at = self.reader.buffer_position();
             let event = match self.reader.read_event() {
@@ -158,8 +171,8 @@ impl<'a> XmlItems<'a> {
             let item = match event {
                 Event::Eof => return Ok(None),
                 Event::Text(_) | Event::Comment(_) => continue,
-                Event::Start(e) => start_item(&e, at, false)?,
-                Event::Empty(e) => start_item(&e, at, true)?,
+                Event::Start(e) => return Ok(Some(self.element(&e, at, false))),
+                Event::Empty(e) => return Ok(Some(self.element(&e, at, true))),
                 Event::End(e) => match e.name().into_inner() {
                     "superblock" => Item::EndSuperblock,
                     "def" => Item::EndDef,
@@ -172,9 +185,50 @@ impl<'a> XmlItems<'a> {
                 Event::CData(_) => return err(at, "unsupported element: CDATA section"),
                 Event::GeneralRef(_) => return err(at, "unsupported element: entity reference"),
             };
-            return Ok(Some((item, at)));
+            return Ok(Some(Produced::Item(Ok((item, at)))));
         }
     }
+
+    /// Where an element's content lies in the input.
+    fn element(&self, e: &BytesStart, at: u64, empty: bool) -> Produced {
+        let content: &str = e;
+        Produced::Element(RawElement {
+            at,
+            start: content.as_ptr() as usize - self.input.as_ptr() as usize,
+            len: content.len(),
+            name_len: e.name().into_inner().len(),
+            empty,
+        })
+    }
+}
+
+/// A start or empty element found by the parser, its attributes not yet
+/// read: a range of the input.
+#[derive(Clone, Copy, Debug)]
+pub struct RawElement {
+    at: u64,
+    start: usize,
+    len: usize,
+    name_len: usize,
+    empty: bool,
+}
+
+impl RawElement {
+    /// The element as an item: its attributes read and checked.
+    fn item(&self, input: &[u8]) -> XmlResult<(Item, u64)> {
+        let bytes = &input[self.start..self.start + self.len];
+        // SAFETY: the parser handed these bytes out as a &str, so they
+        // are valid UTF-8; the input has not changed since.
+        let content = unsafe { std::str::from_utf8_unchecked(bytes) };
+        let e = BytesStart::from_content(content, self.name_len);
+        start_item(&e, self.at, self.empty).map(|i| (i, self.at))
+    }
+}
+
+/// What a producer hands over: an item, or an element to finish.
+pub enum Produced {
+    Item(XmlResult<(Item, u64)>),
+    Element(RawElement),
 }
 
 /// Anything that yields thin items in document order: a parser, or
@@ -197,24 +251,37 @@ const BATCH: usize = 2048;
 /// Batches parsed ahead of the consumer.
 const BATCHES_AHEAD: usize = 8;
 
-type Batch = Vec<XmlResult<(Item, u64)>>;
+type Batch = Vec<Produced>;
 
 /// The producing side of `ItemsAhead`: batches items for the consumer.
 pub struct Emitter {
     tx: std::sync::mpsc::SyncSender<Batch>,
     batch: Batch,
+    /// Batches sent and not yet taken by the consumer.
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Emitter {
     /// Queues an item (or a problem); false once the consumer has
     /// stopped, when the producer should return.
     pub fn emit(&mut self, item: XmlResult<(Item, u64)>) -> bool {
-        self.batch.push(item);
+        self.push(Produced::Item(item))
+    }
+
+    fn push(&mut self, p: Produced) -> bool {
+        self.batch.push(p);
         if self.batch.len() < BATCH {
             return true;
         }
         let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.tx.send(full).is_ok()
+    }
+
+    /// Batches the consumer has yet to take.
+    fn backlog(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -230,52 +297,75 @@ impl Drop for Emitter {
 /// so that producing them overlaps what is done with them. Create it
 /// inside `std::thread::scope`; dropping it early stops the producer at
 /// its next batch.
-pub struct ItemsAhead {
+pub struct ItemsAhead<'a> {
     rx: std::sync::mpsc::Receiver<Batch>,
-    batch: std::vec::IntoIter<XmlResult<(Item, u64)>>,
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    batch: std::vec::IntoIter<Produced>,
+    /// The document raw elements lie in.
+    input: &'a [u8],
 }
 
-impl ItemsAhead {
+impl<'a> ItemsAhead<'a> {
     pub fn spawn<'scope, 'env, F>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
         produce: F,
-    ) -> ItemsAhead
+    ) -> ItemsAhead<'a>
     where
         F: FnOnce(&mut Emitter) + Send + 'scope,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(BATCHES_AHEAD);
+        let in_flight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = in_flight.clone();
         scope.spawn(move || {
             let mut out = Emitter {
                 tx,
                 batch: Vec::with_capacity(BATCH),
+                in_flight: counter,
             };
             produce(&mut out);
         });
         ItemsAhead {
             rx,
+            in_flight,
             batch: Vec::new().into_iter(),
+            input: &[],
         }
     }
 
-    /// The items of `doc`, parsed ahead.
-    pub fn parse<'scope, 'env>(
-        scope: &'scope std::thread::Scope<'scope, 'env>,
-        doc: &'env XmlDoc,
-    ) -> ItemsAhead {
+    /// The items of `doc`, parsed ahead: the other thread finds the
+    /// elements, this one reads their attributes, which splits the cost
+    /// of parsing about evenly.
+    pub fn parse<'scope>(
+        scope: &'scope std::thread::Scope<'scope, 'a>,
+        doc: &'a XmlDoc,
+    ) -> ItemsAhead<'a> {
         /// Bytes parsed between releases of the pages behind.
         const RELEASE_EVERY: u64 = 32 << 20;
-        Self::spawn(scope, move |out| {
+        /// How far behind the parser the release stays: the elements
+        /// queued for the consumer lie in the last megabyte or two.
+        const RELEASE_LAG: u64 = 16 << 20;
+        let mut ahead = Self::spawn(scope, move |out| {
             let mut items = doc.items();
             let mut released = 0;
             loop {
                 let at = items.reader.buffer_position();
-                if at >= released + RELEASE_EVERY {
-                    doc.release_before(at as usize);
-                    released = at;
+                if at >= released + RELEASE_EVERY + RELEASE_LAG {
+                    released = at - RELEASE_LAG;
+                    doc.release_before(released as usize);
                 }
-                match items.next_item() {
-                    Ok(Some(i)) => {
-                        if !out.emit(Ok(i)) {
+                match items.next_raw() {
+                    Ok(Some(p)) => {
+                        // Share the work: while the consumer keeps up,
+                        // it reads the attributes; once batches queue up,
+                        // this thread does.
+                        let p = match p {
+                            Produced::Element(e) if out.backlog() > BATCHES_AHEAD / 2 => {
+                                Produced::Item(e.item(doc.bytes()))
+                            }
+                            p => p,
+                        };
+                        let failed = matches!(p, Produced::Item(Err(_)));
+                        if !out.push(p) || failed {
                             return;
                         }
                     }
@@ -286,18 +376,26 @@ impl ItemsAhead {
                     }
                 }
             }
-        })
+        });
+        ahead.input = doc.bytes();
+        ahead
     }
 }
 
-impl ItemSource for ItemsAhead {
+impl ItemSource for ItemsAhead<'_> {
     fn next_item(&mut self) -> XmlResult<Option<(Item, u64)>> {
         loop {
-            if let Some(r) = self.batch.next() {
-                return r.map(Some);
+            match self.batch.next() {
+                Some(Produced::Item(r)) => return r.map(Some),
+                Some(Produced::Element(e)) => return e.item(self.input).map(Some),
+                None => {}
             }
             match self.rx.recv() {
-                Ok(b) => self.batch = b.into_iter(),
+                Ok(b) => {
+                    self.in_flight
+                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    self.batch = b.into_iter()
+                }
                 Err(_) => return Ok(None),
             }
         }
