@@ -31,6 +31,8 @@ pub struct BlockSource {
     backing: Backing,
     /// The file behind a `Backing::File`, for asking where its data is.
     file: Option<File>,
+    /// A background read of ranges about to be walked (see `prefetch`).
+    prefetch: std::sync::Mutex<Option<Prefetch>>,
     len: usize,
     nr_blocks: u64,
     path: PathBuf,
@@ -89,6 +91,7 @@ impl BlockSource {
         BlockSource {
             backing,
             file: None,
+            prefetch: std::sync::Mutex::new(None),
             len,
             nr_blocks: (len / BLOCK_SIZE) as u64,
             path: path.to_path_buf(),
@@ -279,18 +282,73 @@ impl BlockSource {
         Ok(data)
     }
 
-    /// Asks the kernel to start reading blocks [first, first + count)
-    /// in the background (cold caches: the walk then finds them read).
-    pub fn will_need(&self, first: u64, count: u64) {
-        if let Backing::File(m) = &self.backing {
-            let end = first.saturating_add(count).min(self.nr_blocks);
-            if first < end {
-                let _ = m.advise_range(
-                    memmap2::Advice::WillNeed,
-                    first as usize * BLOCK_SIZE,
-                    (end - first) as usize * BLOCK_SIZE,
-                );
+    /// Reads `ranges` of blocks into memory on a background thread, in
+    /// order, and maps them, so that a walk over them on a cold cache
+    /// finds them resident instead of faulting them in one at a time in
+    /// tree order (which costs far more than reading the same bytes in
+    /// sequence). Best effort; a later call replaces an earlier one.
+    pub fn prefetch(&self, ranges: Vec<std::ops::Range<u64>>) {
+        let Backing::File(m) = &self.backing else {
+            return;
+        };
+        let base = m.as_ptr() as usize;
+        let nr_blocks = self.nr_blocks;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            /// Blocks populated per call: small enough to stop promptly.
+            const CHUNK: u64 = 1024;
+            for r in ranges {
+                let mut b = r.start.min(nr_blocks);
+                let end = r.end.min(nr_blocks);
+                while b < end {
+                    if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    let n = (end - b).min(CHUNK);
+                    let addr = (base + b as usize * BLOCK_SIZE) as *mut libc::c_void;
+                    let len = n as usize * BLOCK_SIZE;
+                    // SAFETY: the range lies inside the mapping, which
+                    // stays mapped until `drop` has joined this thread;
+                    // both advices only read the file in.
+                    unsafe {
+                        if libc::madvise(addr, len, libc::MADV_POPULATE_READ) != 0 {
+                            // Kernels before 5.14: start the reads at least.
+                            libc::madvise(addr, len, libc::MADV_WILLNEED);
+                        }
+                    }
+                    b += n;
+                }
             }
+        });
+        let old = self
+            .prefetch
+            .lock()
+            .unwrap()
+            .replace(Prefetch { stop, thread });
+        if let Some(old) = old {
+            old.finish();
+        }
+    }
+}
+
+struct Prefetch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Prefetch {
+    fn finish(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
+
+impl Drop for BlockSource {
+    /// The prefetch thread must be done with the mapping before it goes.
+    fn drop(&mut self) {
+        if let Some(p) = self.prefetch.get_mut().ok().and_then(Option::take) {
+            p.finish();
         }
     }
 }
@@ -345,6 +403,32 @@ mod tests {
         // Memory-backed sources cannot tell: everything.
         let mem = BlockSource::from_bytes(&vec![0u8; BLOCK_SIZE * 4], Path::new("mem")).unwrap();
         assert_eq!(mem.data_extents(), vec![0..4]);
+    }
+
+    #[test]
+    fn prefetching_leaves_blocks_as_they_are_and_stops_with_the_source() {
+        use std::os::unix::fs::FileExt;
+        let dir = std::env::temp_dir().join(format!("dmpd-prefetch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("meta.bin");
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(64 * BLOCK_SIZE as u64).unwrap();
+        for b in [3u64, 40] {
+            f.write_all_at(&sealed_node(b), b * BLOCK_SIZE as u64)
+                .unwrap();
+        }
+        let src = BlockSource::open(&path, OpenOptions::default()).unwrap();
+        // Ranges past the end are clipped; a second call replaces the first.
+        src.prefetch(vec![0..10, 30..1000]);
+        src.prefetch(vec![0..64]);
+        assert!(src.checked(3, BlockKind::BtreeNode).is_ok());
+        assert!(src.checked(40, BlockKind::BtreeNode).is_ok());
+        drop(src); // joins the prefetch thread
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let mem = BlockSource::from_bytes(&sealed_node(0), Path::new("mem")).unwrap();
+        mem.prefetch(vec![0..1]);
+        assert!(mem.checked(0, BlockKind::BtreeNode).is_ok());
     }
 
     #[test]

@@ -531,10 +531,10 @@ fn node_finding(d: &NodeDamage, device: Option<u64>) -> Finding {
     })
 }
 
-/// Starts reading, in the background, every run of blocks the metadata
-/// space map says is in use, so a cold walk finds them in memory instead
-/// of faulting them in one at a time. Best effort: damage is reported
-/// later by the walk itself.
+/// Starts reading, in the background and in block order, every run of
+/// blocks the metadata space map says is in use, so a cold walk finds them
+/// in memory instead of faulting them in one at a time. Best effort:
+/// damage is reported later by the walk itself.
 fn prefetch_allocated(src: &BlockSource, sb: &Superblock) {
     use crate::io::BlockKind;
     use crate::pdata::space_map::bitmap::{self, ENTRIES_PER_BITMAP};
@@ -548,7 +548,7 @@ fn prefetch_allocated(src: &BlockSource, sb: &Superblock) {
         .nr_blocks
         .div_ceil(ENTRIES_PER_BITMAP)
         .min(bitmap::MAX_METADATA_BITMAPS as u64);
-    let mut run: Option<(u64, u64)> = None;
+    let mut runs: Vec<std::ops::Range<u64>> = Vec::new();
     for i in 0..nr_bitmaps as usize {
         let ie = bitmap::metadata_index_entry(index, i);
         let Ok(bm) = src.checked(ie.blocknr, BlockKind::Bitmap) else {
@@ -557,24 +557,17 @@ fn prefetch_allocated(src: &BlockSource, sb: &Superblock) {
         let first = i as u64 * ENTRIES_PER_BITMAP;
         let n = (root.nr_blocks - first).min(ENTRIES_PER_BITMAP);
         for w in 0..n.div_ceil(32) as usize {
-            let word = bitmap::word(bm, w);
-            if word == 0 {
+            if bitmap::word(bm, w) == 0 {
                 continue;
             }
             let b = first + w as u64 * 32;
-            run = match run {
-                Some((s, e)) if b <= e + GAP => Some((s, b + 32)),
-                Some((s, e)) => {
-                    src.will_need(s, e - s);
-                    Some((b, b + 32))
-                }
-                None => Some((b, b + 32)),
-            };
+            match runs.last_mut() {
+                Some(r) if b <= r.end + GAP => r.end = b + 32,
+                _ => runs.push(b..b + 32),
+            }
         }
     }
-    if let Some((s, e)) = run {
-        src.will_need(s, e - s);
-    }
+    src.prefetch(runs);
 }
 
 /// The device a tree name such as "metadata snapshot device 3" names.
