@@ -420,14 +420,14 @@ mod tests {
         let src = BlockSource::open(&path, OpenOptions::default()).unwrap();
         // Ranges past the end are clipped; a second call replaces the first.
         src.prefetch(vec![0..10, 30..1000]);
-        src.prefetch(vec![0..64]);
+        src.prefetch(std::iter::once(0..64).collect());
         assert!(src.checked(3, BlockKind::BtreeNode).is_ok());
         assert!(src.checked(40, BlockKind::BtreeNode).is_ok());
         drop(src); // joins the prefetch thread
         std::fs::remove_dir_all(&dir).unwrap();
 
         let mem = BlockSource::from_bytes(&sealed_node(0), Path::new("mem")).unwrap();
-        mem.prefetch(vec![0..1]);
+        mem.prefetch(std::iter::once(0..1).collect());
         assert!(mem.checked(0, BlockKind::BtreeNode).is_ok());
     }
 
