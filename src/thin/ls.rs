@@ -22,7 +22,7 @@ use crate::io::BlockSource;
 use crate::pdata::block_hash::BlockMap;
 use crate::pdata::btree::node::NodeView;
 use crate::pdata::refcount::RefCounter;
-use crate::thin::block_time::BlockTime;
+use crate::thin::block_time::{data_runs, BlockTime};
 use crate::thin::forest::{self, Forest};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -78,24 +78,15 @@ pub fn count_devices(
     leaves.par_iter().try_for_each(|&l| -> Result<()> {
         let node = NodeView::new(src.block(l)?);
         let m = mult[l as usize].min(2);
-        let add = |run: std::ops::Range<u64>| {
+        for run in data_runs(node.values_u64().map(BlockTime::unpack)) {
+            if run.end > nr_data_blocks {
+                let b = run.start.max(nr_data_blocks);
+                bail!("device mapping in leaf {l} points to data block {b}, beyond the {nr_data_blocks} data blocks");
+            }
             for _ in 0..m {
                 uses.inc_range(run.clone());
             }
-        };
-        let mut run = 0..0;
-        for v in node.values_u64() {
-            let b = BlockTime::unpack(v).block;
-            if b >= nr_data_blocks {
-                bail!("device mapping in leaf {l} points to data block {b}, beyond the {nr_data_blocks} data blocks");
-            }
-            if b == run.end && !run.is_empty() {
-                run.end += 1;
-            } else {
-                add(std::mem::replace(&mut run, b..b + 1));
-            }
         }
-        add(run);
         Ok(())
     })?;
     let exclusive_in_leaf: BlockMap<u64> = leaves
@@ -103,17 +94,9 @@ pub fn count_devices(
         .map(|&l| {
             let node = NodeView::new(src.block(l).unwrap());
             // By runs of consecutive data blocks, a counter word at a time.
-            let mut n = 0;
-            let mut run = 0..0;
-            for v in node.values_u64() {
-                let b = BlockTime::unpack(v).block;
-                if b == run.end && !run.is_empty() {
-                    run.end += 1;
-                } else {
-                    n += uses.count_exactly_one(std::mem::replace(&mut run, b..b + 1));
-                }
-            }
-            n += uses.count_exactly_one(run);
+            let n = data_runs(node.values_u64().map(BlockTime::unpack))
+                .map(|run| uses.count_exactly_one(run))
+                .sum();
             (l, n)
         })
         .collect();

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use crate::pdata::btree::node::NodeView;
 use crate::pdata::btree::walk::{Damage, LeafVisitor};
 use crate::pdata::refcount::RefCounter;
-use crate::thin::block_time::BlockTime;
+use crate::thin::block_time::{data_runs, BlockTime};
 
 /// A pointer from a top-level leaf to a device's mapping tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,25 +62,17 @@ impl LeafVisitor for MappingVisitor<'_> {
         // counted a 32-block counter word at a time. Blocks past the data
         // device are left out here and described below.
         let limit = self.nr_data_blocks;
-        let count = |run: std::ops::Range<u64>| {
+        let (mut max_block, mut max_time) = (0u64, 0u32);
+        let mappings = leaf.values_u64().map(BlockTime::unpack).inspect(|bt| {
+            max_block = max_block.max(bt.block);
+            max_time = max_time.max(bt.time);
+        });
+        for run in data_runs(mappings) {
             let run = run.start.min(limit)..run.end.min(limit);
             if !run.is_empty() {
                 self.data_refs.inc_range(run);
             }
-        };
-        let (mut max_block, mut max_time) = (0u64, 0u32);
-        let mut run = 0..0;
-        for v in leaf.values_u64() {
-            let bt = BlockTime::unpack(v);
-            max_block = max_block.max(bt.block);
-            max_time = max_time.max(bt.time);
-            if bt.block == run.end && !run.is_empty() {
-                run.end += 1;
-            } else {
-                count(std::mem::replace(&mut run, bt.block..bt.block + 1));
-            }
         }
-        count(run);
         if max_block < limit && max_time <= self.pool_time {
             return None;
         }
