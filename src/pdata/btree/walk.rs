@@ -34,6 +34,20 @@ impl KeyRange {
     pub fn contains(&self, k: u64) -> bool {
         self.lo.is_none_or(|lo| k >= lo) && self.hi.is_none_or(|hi| k < hi)
     }
+
+    /// The keys child `i` of internal node `node`, itself allowed
+    /// `self`, may hold: from its key up to the next child's.
+    pub fn child(&self, node: &NodeView<'_>, i: u32) -> KeyRange {
+        let n = node.nr_entries();
+        KeyRange {
+            lo: Some(node.key(i)),
+            hi: if i + 1 < n {
+                Some(node.key(i + 1))
+            } else {
+                self.hi
+            },
+        }
+    }
 }
 
 impl std::fmt::Display for KeyRange {
@@ -195,6 +209,27 @@ impl AtomicBitSet {
         self.words[(b / 64) as usize].fetch_or(mask, Ordering::Relaxed) & mask == 0
     }
 
+    /// Adds the set bits of `bits` to word `w` (blocks 64w..64w+64).
+    #[inline]
+    pub fn or_word(&self, w: u64, bits: u64) {
+        if let Some(word) = self.words.get(w as usize) {
+            word.fetch_or(bits, Ordering::Relaxed);
+        }
+    }
+
+    /// Word `w` of the set (0 beyond its size).
+    #[inline]
+    pub fn word(&self, w: u64) -> u64 {
+        self.words
+            .get(w as usize)
+            .map_or(0, |x| x.load(Ordering::Relaxed))
+    }
+
+    /// Words in the set (64 blocks each).
+    pub fn nr_words(&self) -> u64 {
+        self.words.len() as u64
+    }
+
     /// Blocks beyond the set's size are never in it.
     #[inline]
     pub fn contains(&self, b: u64) -> bool {
@@ -248,6 +283,11 @@ impl<'a> Walker<'a> {
             nodes_visited: AtomicU64::new(0),
             progress: Progress::none(),
         }
+    }
+
+    /// The metadata being walked.
+    pub fn source(&self) -> &'a BlockSource {
+        self.src
     }
 
     /// Advances `progress` by one for every node visited.
@@ -426,14 +466,7 @@ impl<'a> Walker<'a> {
         let n = node.nr_entries();
         for i in 0..n {
             let child = node.value_u64(i);
-            let child_keys = KeyRange {
-                lo: Some(node.key(i)),
-                hi: if i + 1 < n {
-                    Some(node.key(i + 1))
-                } else {
-                    keys.hi
-                },
-            };
+            let child_keys = keys.child(&node, i);
             // Leaves are cheap: visit them on this thread. Internal
             // children become tasks of their own.
             let is_internal = self
