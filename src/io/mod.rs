@@ -5,6 +5,7 @@
 pub mod checksum;
 pub mod discard;
 pub mod error;
+pub mod in_place;
 pub mod input;
 pub mod output;
 pub mod pack;

@@ -129,6 +129,19 @@ impl NodeDamage {
     pub fn block(&self) -> u64 {
         *self.path.last().unwrap_or(&0)
     }
+
+    /// The damage as a fatal check finding, located by tree, block, keys
+    /// and node path.
+    pub fn finding(&self) -> crate::report::findings::Finding {
+        use crate::report::findings::{Finding, Location};
+        Finding::fatal("node_damage", self.to_string()).at(Location {
+            tree: Some(self.tree.clone()),
+            block: Some(self.block()),
+            keys: Some(self.keys.to_string()),
+            node_path: Some(crate::pdata::node_path::encode(&self.path)),
+            ..Default::default()
+        })
+    }
 }
 
 /// `tree: node error: reason PATH (block B, keys [a..b])`: the reference
