@@ -452,7 +452,7 @@ fn a_crash_that_drops_unflushed_writes_is_as_safe() {
 #[test]
 fn the_item_log_replays_exactly_what_was_parsed() {
     use dmpd::thin::restore::validate;
-    use dmpd::thin::restore::xml::{ItemSource, XmlDoc};
+    use dmpd::thin::restore::xml::{ItemSource, XmlDoc, XmlItems};
     let mut files: Vec<PathBuf> = dumps()
         .into_iter()
         .filter(|(_, restorable)| *restorable)
@@ -464,7 +464,7 @@ fn the_item_log_replays_exactly_what_was_parsed() {
     for path in files {
         let doc = XmlDoc::open(&path).unwrap();
         let mut parsed = Vec::new();
-        let mut items = doc.items();
+        let mut items = XmlItems::new(doc.bytes());
         while let Some(i) = items.next_item().unwrap() {
             parsed.push(i);
         }

@@ -11,6 +11,7 @@ pub mod output;
 pub mod pack;
 pub mod sink;
 pub mod source;
+pub mod xml;
 
 pub use checksum::BlockKind;
 pub use error::BlockError;
