@@ -192,7 +192,7 @@ fn verdict(cli: &Cli, r: &CheckResult, repairing: bool) -> Result<()> {
     let only_leaks = r
         .findings
         .iter()
-        .filter(|f| !f.is_fatal())
+        .filter(|f| f.is_non_fatal())
         .all(|f| repairable(f.kind));
     if repairing && only_leaks {
         return Ok(());

@@ -1,6 +1,7 @@
 //! How a tool talks to its user: nothing at all (`-q`), plain lines on
 //! stderr (not a terminal), or a progress bar (stderr is a terminal).
 
+pub mod findings;
 pub mod phases;
 
 use std::io::{IsTerminal, Write};

@@ -8,7 +8,6 @@
 //! names its tree, device, block and key range, and reference counts are
 //! reconciled block by block for both space maps.
 
-pub mod findings;
 mod fold;
 mod mappings;
 mod space_maps;
@@ -18,7 +17,6 @@ use std::collections::BTreeMap;
 use crate::io::{BlockSource, BLOCK_SIZE};
 use crate::pdata::block_hash::BlockMap;
 use crate::pdata::btree::walk::{NodeDamage, TreeSpec, Walker};
-use crate::pdata::node_path;
 use crate::pdata::refcount::RefCounter;
 use crate::pdata::space_map::bitmap::MAX_METADATA_BLOCKS;
 use crate::pdata::space_map::disk::StoredSpaceMap;
@@ -28,7 +26,7 @@ use crate::thin::device_details::{DeviceDetails, DEVICE_DETAILS_SIZE};
 use crate::thin::devices::{read_details, read_roots, unmatched_ids, TOP_LEVEL_VALUE_SIZE};
 use crate::thin::superblock::{Superblock, SUPERBLOCK_LOCATION, THIN_MAGIC};
 
-pub use findings::{Finding, Location, Severity};
+pub use crate::report::findings::{self, Finding, Location, Severity};
 use mappings::{MappingVisitor, NoValues, SubtreePointer, TopLevelVisitor};
 
 #[derive(Clone, Debug, Default)]
@@ -88,7 +86,7 @@ impl CheckResult {
     }
 
     pub fn has_non_fatal(&self) -> bool {
-        self.findings.iter().any(|f| !f.is_fatal())
+        self.findings.iter().any(Finding::is_non_fatal)
     }
 
     /// Whether the metadata passes, given how non-fatal findings count.
@@ -588,16 +586,9 @@ impl<'a> Checker<'a> {
 }
 
 fn node_finding(d: &NodeDamage, device: Option<u64>) -> Finding {
-    Finding::fatal("node_damage", d.plain())
-        .with_detail(d.to_string())
-        .at(Location {
-            tree: Some(d.tree.clone()),
-            device,
-            block: Some(d.block()),
-            keys: Some(d.keys.to_string()),
-            blocks: None,
-            node_path: Some(node_path::encode(&d.path)),
-        })
+    let mut f = d.finding();
+    f.location.device = device;
+    f
 }
 
 /// Starts reading, in the background and in block order, every run of
