@@ -21,7 +21,7 @@ const EXIT_CHECK_FAILED: i32 = 65;
 /// Discard the unused blocks of an inactive pool's data device
 #[derive(Parser, Debug)]
 #[command(name = "thin_trim", disable_version_flag = true)]
-struct Cli {
+pub(crate) struct Cli {
     /// The pool's data device (a regular file gets holes punched instead)
     #[arg(long, value_name = "FILE", required = true)]
     data_dev: PathBuf,
