@@ -6,7 +6,7 @@ use common::*;
 
 use std::collections::BTreeSet;
 
-use dmpd::commands::{Install, TOOLS};
+use dmpd::commands::{dmpd_command, Install, DMPD_PAGE, TOOLS};
 
 /// Options the reference accepts on most tools and hides from `--help`
 /// (tools.md §1.2); nothing else may be hidden.
@@ -138,42 +138,49 @@ fn page_options(page: &str) -> BTreeSet<String> {
     found
 }
 
+/// What is wrong with the manual page of `name` against its command.
+fn page_problems(name: &str, cmd: clap::Command, page: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let want = spellings(cmd);
+    let listed = page_options(page);
+    if listed.is_empty() {
+        problems.push(format!("man/{name}.8 has no OPTIONS section"));
+        return problems;
+    }
+    for o in want.visible.difference(&listed) {
+        problems.push(format!("man/{name}.8 does not list {o}"));
+    }
+    for o in listed.difference(&want.visible) {
+        if !want.hidden.contains(o) {
+            problems.push(format!(
+                "man/{name}.8 lists {o}, which {name} does not have"
+            ));
+        }
+    }
+    let synopsis = plain(&section(page, "SYNOPSIS").join(" "));
+    for p in &want.positionals {
+        if !synopsis.contains(p.as_str()) {
+            problems.push(format!(
+                "man/{name}.8's SYNOPSIS does not name the argument {p}"
+            ));
+        }
+    }
+    let title = format!(".TH {} 8", name.to_uppercase());
+    if !page.starts_with(&title) {
+        problems.push(format!("man/{name}.8 does not start with {title}"));
+    }
+    problems
+}
+
 #[test]
 fn every_manual_page_lists_exactly_its_tools_options() {
     let mut problems = Vec::new();
     for tool in TOOLS {
-        let page = tool.man;
-        let want = spellings((tool.command)());
-        let listed = page_options(page);
-        if listed.is_empty() {
-            problems.push(format!("man/{}.8 has no OPTIONS section", tool.name));
-            continue;
-        }
-        for o in want.visible.difference(&listed) {
-            problems.push(format!("man/{}.8 does not list {o}", tool.name));
-        }
-        for o in listed.difference(&want.visible) {
-            if !want.hidden.contains(o) {
-                problems.push(format!(
-                    "man/{}.8 lists {o}, which {} does not have",
-                    tool.name, tool.name
-                ));
-            }
-        }
-        let synopsis = plain(&section(page, "SYNOPSIS").join(" "));
-        for p in &want.positionals {
-            if !synopsis.contains(p.as_str()) {
-                problems.push(format!(
-                    "man/{}.8's SYNOPSIS does not name the argument {p}",
-                    tool.name
-                ));
-            }
-        }
-        let title = format!(".TH {} 8", tool.name.to_uppercase());
-        if !page.starts_with(&title) {
-            problems.push(format!("man/{}.8 does not start with {title}", tool.name));
-        }
+        problems.extend(page_problems(tool.name, (tool.command)(), tool.man));
     }
+    // dmpd's own page documents `dmpd install`.
+    let install = dmpd_command().find_subcommand("install").unwrap().clone();
+    problems.extend(page_problems("dmpd", install, DMPD_PAGE));
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
@@ -232,16 +239,15 @@ fn every_manual_page_formats_without_warnings() {
         println!("skipped: groff is not installed");
         return;
     }
-    for tool in TOOLS {
+    for name in TOOLS.iter().map(|t| t.name).chain(["dmpd"]) {
         let o = std::process::Command::new("groff")
             .args(["-man", "-Tutf8", "-ww", "-z"])
-            .arg(dir.join(format!("{}.8", tool.name)))
+            .arg(dir.join(format!("{name}.8")))
             .output()
             .unwrap();
         assert!(
             o.status.success() && o.stderr.is_empty(),
-            "man/{}.8: {}",
-            tool.name,
+            "man/{name}.8: {}",
             stderr(&o)
         );
     }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use clap::Parser;
 
+mod install;
 mod output;
 mod overwrite;
 pub mod thin_check;
@@ -162,6 +163,7 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
             println!("{}", env!("CARGO_PKG_VERSION"));
             0
         }
+        "install" => install::run(args[1..].to_vec()),
         _ => match find(&name) {
             Some(tool) => (tool.run)(args[1..].to_vec()),
             None => {
@@ -183,7 +185,32 @@ fn usage() -> String {
     for t in TOOLS {
         s.push_str(&format!("  {:<width$}{}\n", t.name, t.about));
     }
+    s.push_str(
+        "\nInstalling: dmpd install [--prefix DIR] [--destdir DIR] [--uninstall] \
+         (see dmpd install --help)\n",
+    );
     s
+}
+
+/// The manual page of dmpd itself (and of `dmpd install`).
+pub const DMPD_PAGE: &str = include_str!("../../man/dmpd.8");
+
+/// dmpd's own command line, for completions: every tool (and install)
+/// as a subcommand.
+pub fn dmpd_command() -> clap::Command {
+    let tools = TOOLS.iter().map(|t| (t.command)().about(t.about));
+    clap::Command::new("dmpd")
+        .about("Tools for device-mapper thin, cache and era metadata")
+        .disable_version_flag(true)
+        .arg(
+            clap::Arg::new("version")
+                .short('V')
+                .long("version")
+                .action(clap::ArgAction::SetTrue)
+                .help("Print the version"),
+        )
+        .subcommands(tools)
+        .subcommand(<install::Cli as clap::CommandFactory>::command())
 }
 
 /// Values a user supplies when the metadata does not say them, or to
