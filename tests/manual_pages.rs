@@ -6,7 +6,7 @@ use common::*;
 
 use std::collections::BTreeSet;
 
-use dmpd::commands::{dmpd_command, Install, DMPD_PAGE, TOOLS};
+use dmpd::commands::{dmpd_command, usage_status, Install, DMPD_PAGE, TOOLS};
 
 /// Options the reference accepts on most tools and hides from `--help`
 /// (tools.md §1.2); nothing else may be hidden.
@@ -182,6 +182,24 @@ fn every_manual_page_lists_exactly_its_tools_options() {
     let install = dmpd_command().find_subcommand("install").unwrap().clone();
     problems.extend(page_problems("dmpd", install, DMPD_PAGE));
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn every_manual_page_gives_the_status_of_a_command_line_error() {
+    let pages = TOOLS
+        .iter()
+        .map(|t| (t.name, t.man))
+        .chain([("install", DMPD_PAGE)]);
+    for (name, page) in pages {
+        let text: Vec<String> = section(page, "EXIT STATUS")
+            .iter()
+            .filter(|l| !matches!(l.trim(), ".TP" | ".PP"))
+            .map(|l| plain(l.trim_start_matches(".B ")).to_lowercase())
+            .collect();
+        let text = text.join(" ");
+        let want = format!("{} for a command-line error", usage_status(name));
+        assert!(text.contains(&want), "{name}: '{want}' not in: {text}");
+    }
 }
 
 #[test]
