@@ -109,7 +109,10 @@ fn run_cli(cli: Cli) -> Result<Option<i32>> {
             sb.data_block_size
         );
     }
-    for (begin, end) in runs {
+    // Discards of a large device can take a while: a bar over the blocks.
+    let free: u64 = runs.iter().map(|(begin, end)| end - begin).sum();
+    let progress = rep.start_progress("Discarding unused data blocks", free);
+    let discarded = runs.iter().try_for_each(|&(begin, end)| {
         discard(
             &data,
             is_block_device,
@@ -123,7 +126,12 @@ fn run_cli(cli: Cli) -> Result<Option<i32>> {
                 cli.data_dev.display()
             )
         })?;
-    }
+        progress.inc(end - begin);
+        anyhow::Ok(())
+    });
+    // The bar goes before any error is printed.
+    rep.finish_progress();
+    discarded?;
     data.sync_all()?;
     Ok(None)
 }
