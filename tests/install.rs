@@ -215,7 +215,13 @@ fn bash_completion_completes_options_and_tools() {
     }
     let s = Scratch::new("install-bash");
     let root = s.path("root");
-    let o = install(&["--prefix", "/usr", "--destdir", root.to_str().unwrap()]);
+    let o = install(&[
+        "--prefix",
+        "/usr",
+        "--destdir",
+        root.to_str().unwrap(),
+        "--no-binary",
+    ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let dir = root.join("usr/share/bash-completion/completions");
     let complete = |file: &str, words: &str| {
@@ -244,7 +250,13 @@ fn bash_completion_completes_options_and_tools() {
 fn zsh_and_fish_completions_parse() {
     let s = Scratch::new("install-shells");
     let root = s.path("root");
-    let o = install(&["--prefix", "/usr", "--destdir", root.to_str().unwrap()]);
+    let o = install(&[
+        "--prefix",
+        "/usr",
+        "--destdir",
+        root.to_str().unwrap(),
+        "--no-binary",
+    ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     for (shell, dir, file) in [
         ("zsh", "usr/share/zsh/site-functions", "_{}"),
@@ -323,4 +335,44 @@ fn dmpd_page_names_every_tool_as_it_is_installed() {
         paragraph("Developer tools, also run that way:", ".PP"),
         of(Install::Developer)
     );
+}
+
+#[test]
+fn readme_names_every_tool_as_it_is_run() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    // The first column of the tool table: `name` for a linked tool,
+    // `dmpd name` for one run through dmpd.
+    let mut listed = Vec::new();
+    for row in readme.lines().filter(|l| l.starts_with("| `")) {
+        let first = row.split('|').nth(1).unwrap();
+        for name in first.split(',').map(|n| n.trim().trim_matches('`')) {
+            listed.push(name.to_string());
+        }
+    }
+    for t in TOOLS {
+        let (want, other) = match t.install {
+            Install::Linked => (t.name.to_string(), format!("dmpd {}", t.name)),
+            _ => (format!("dmpd {}", t.name), t.name.to_string()),
+        };
+        if t.install == Install::Developer {
+            assert!(
+                readme.contains(&format!("`{want}`")),
+                "README does not name `{want}`"
+            );
+        } else {
+            assert!(
+                listed.contains(&want),
+                "README's tool table lacks `{want}`: {listed:?}"
+            );
+        }
+        assert!(!listed.contains(&other), "README's table lists `{other}`");
+    }
+    for name in &listed {
+        let bare = name.trim_start_matches("dmpd ");
+        assert!(
+            TOOLS.iter().any(|t| t.name == bare),
+            "README lists `{name}`, not a tool"
+        );
+    }
 }
