@@ -101,7 +101,7 @@ fn plain(roff: &str) -> String {
 
 /// The option spellings in a piece of text: `--word` and `-x` tokens.
 fn options_in(text: &str) -> BTreeSet<String> {
-    text.split(|c: char| c.is_whitespace() || ",[]=\"|()".contains(c))
+    text.split(|c: char| c.is_whitespace() || ",[]=\"|().…".contains(c))
         .filter(|w| {
             let long = w.len() > 2
                 && w.starts_with("--")
