@@ -13,7 +13,7 @@ use crate::io::source::{BlockSource, OpenOptions};
 use crate::io::BLOCK_SIZE;
 use crate::pdata::space_map::bitmap::MAX_METADATA_BLOCKS;
 use crate::report::phases;
-use crate::thin::dump::emit_devices;
+use crate::thin::dump::{emit_devices, Filter};
 use crate::thin::repair::{salvage, RepairOptions};
 use crate::thin::restore::xml::{Emitter, ItemsAhead};
 use crate::thin::restore::{build_items, validate_items, Overrides};
@@ -36,6 +36,11 @@ struct Cli {
     /// Print no diagnostics
     #[arg(short, long)]
     quiet: bool,
+
+    /// Bring back deleted devices whose trees survive (see thin_ls
+    /// --orphans), as new devices above the highest live id
+    #[arg(long)]
+    recover_orphans: bool,
 
     /// Print the version
     #[arg(short = 'V', long = "version", action = ArgAction::SetTrue, exclusive = true)]
@@ -94,10 +99,11 @@ fn run_cli(cli: Cli) -> Result<()> {
             transaction_id: cli.overrides.transaction_id,
             data_block_size: cli.overrides.data_block_size,
             nr_data_blocks: cli.overrides.nr_data_blocks,
+            recover_orphans: cli.recover_orphans,
         },
     )?;
     phases::phase("repair: salvaged");
-    if !cli.quiet && cli.verbose > 0 {
+    if !cli.quiet {
         for w in &found.warnings {
             eprintln!("{w}");
         }
@@ -110,7 +116,10 @@ fn run_cli(cli: Cli) -> Result<()> {
             &src,
             &found.header,
             &found.devices,
-            Some(found.nr_data_blocks),
+            Filter {
+                drop_from: Some(found.nr_data_blocks),
+                kept: Some(&found.kept),
+            },
             out,
         )
     };
