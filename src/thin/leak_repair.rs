@@ -7,7 +7,9 @@
 //! Only leaks are repaired: blocks whose stored count is higher than the
 //! trees' references, where both counts are below three (counts of three
 //! or more live in the ref-count trees, which this does not rewrite). Any
-//! other difference is refused.
+//! other difference is refused. The summaries (index entries' nr_free and
+//! none_free_before, the roots' nr_allocated) are rebuilt from the
+//! bitmaps, so stale ones are mended on the way.
 //!
 //! What is written: each data bitmap with leaks, at a new block; the data
 //! index btree's path to those entries, shadowed; every metadata bitmap
@@ -76,7 +78,8 @@ fn stored(src: &BlockSource, sm: &StoredSpaceMap, b: u64) -> Result<u8> {
 
 /// Bitmap `i` rebuilt to hold `wanted(b)` for each block, as a new block
 /// image (self-location and checksum are filled in when it is placed),
-/// whether it changed, its index entry and its count of used blocks.
+/// whether it or its index entry changed, its index entry and its count
+/// of used blocks.
 /// Every stored count must equal `computed(b)` or be a leak of it.
 fn rebuild_bitmap(
     src: &BlockSource,
@@ -135,7 +138,13 @@ fn rebuild_bitmap(
         nr_free: zeros,
         none_free_before: first_free,
     };
-    Ok((new, changed, entry, allocated))
+    // The stored entry stands if the checker accepts it: nr_free counting
+    // the entries past the device's end as free (as the kernel does) or
+    // not, none_free_before no later than the first free entry.
+    let past_end = (ENTRIES_PER_BITMAP - n) as u32;
+    let stale =
+        ie.nr_free != zeros && ie.nr_free + past_end != zeros || ie.none_free_before > first_free;
+    Ok((new, changed || stale, entry, allocated))
 }
 
 fn finish_block(mut data: Vec<u8>, at: u64, kind: BlockKind) -> Vec<u8> {
