@@ -23,7 +23,7 @@ enum Format {
 /// Validate thin-pool metadata on a device or file
 #[derive(Parser, Debug)]
 #[command(name = "thin_check", disable_version_flag = true)]
-struct Cli {
+pub(crate) struct Cli {
     /// Metadata device or file to check (may be gzip-compressed)
     #[arg(value_name = "INPUT")]
     input: PathBuf,
