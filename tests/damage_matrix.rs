@@ -318,6 +318,9 @@ fn cell(scratch: &Scratch, pool: &str, clean: &Image, before: &Mappings, d: Dama
 
 #[test]
 fn damage_matrix() {
+    if !common::have_reference() {
+        return;
+    }
     let scratch = Scratch::new("matrix");
     let pools = damage_pools(&scratch);
     let befores: Vec<Mappings> = pools.iter().map(|(_, b)| mappings(b)).collect();

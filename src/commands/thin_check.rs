@@ -23,7 +23,7 @@ enum Format {
 /// Validate thin-pool metadata on a device or file
 #[derive(Parser, Debug)]
 #[command(name = "thin_check", disable_version_flag = true)]
-struct Cli {
+pub(crate) struct Cli {
     /// Metadata device or file to check (may be gzip-compressed)
     #[arg(value_name = "INPUT")]
     input: PathBuf,
@@ -73,7 +73,9 @@ struct Cli {
     #[arg(short = 'V', long = "version", action = ArgAction::SetTrue, exclusive = true)]
     version: bool,
 
-    #[arg(short = 'v', action = ArgAction::Count, hide = true)]
+    /// Print every damaged node, with the reference tools' node path,
+    /// instead of a summary per device
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     verbose: u8,
 
     #[arg(long, hide = true, value_name = "ENGINE")]
@@ -114,6 +116,7 @@ fn run_cli(cli: Cli) -> Result<()> {
         metadata_snap: cli.metadata_snap,
         override_mapping_root: cli.override_mapping_root,
         override_details_root: cli.override_details_root,
+        verbose: cli.verbose > 0,
     };
     let mut result = check(&src, &opts, &rep);
     let repairing = cli.clear_needs_check_flag || cli.auto_repair;
@@ -201,7 +204,7 @@ fn verdict(cli: &Cli, r: &CheckResult, repairing: bool) -> Result<()> {
     let only_leaks = r
         .findings
         .iter()
-        .filter(|f| !f.is_fatal())
+        .filter(|f| f.is_non_fatal())
         .all(|f| repairable(f.kind));
     if repairing && only_leaks {
         return Ok(());

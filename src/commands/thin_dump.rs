@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::{ArgAction, Parser, ValueEnum};
 
 use crate::io::input::{check_binary, check_path};
+use crate::io::output::ReplacingOutput;
 use crate::io::source::{BlockSource, OpenOptions};
 use crate::thin::dump::{dump, write_devices, DumpOptions, Filter, Format};
 use crate::thin::repair::{salvage, RepairOptions};
@@ -22,7 +23,7 @@ enum OutputFormat {
 /// Dump thin-pool metadata as XML (or a human-readable listing)
 #[derive(Parser, Debug)]
 #[command(name = "thin_dump", disable_version_flag = true)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     overrides: super::OverrideArgs,
 
@@ -143,15 +144,14 @@ fn run_cli(cli: Cli) -> Result<()> {
     };
     match &cli.output {
         Some(path) => {
-            let file = std::fs::File::create(path)
-                .with_context(|| format!("output error: cannot create '{}'", path.display()))?;
+            let file = ReplacingOutput::create(path, &[&cli.input]).context("output error")?;
             let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
             write(&mut out)?;
             let file = out
                 .into_inner()
                 .map_err(|e| e.into_error())
                 .context("output error")?;
-            super::sync_output(&file).context("output error")?;
+            file.commit().context("output error")?;
         }
         None => {
             let stdout = std::io::stdout();

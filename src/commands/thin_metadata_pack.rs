@@ -3,17 +3,18 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Parser};
 
 use crate::io::input::{check_binary, check_path};
 use crate::io::pack;
 use crate::io::source::{BlockSource, OpenOptions};
+use crate::io::BLOCK_SIZE;
 
 /// Pack the metadata blocks of a device or file into a compressed file
 #[derive(Parser, Debug)]
 #[command(name = "thin_metadata_pack", disable_version_flag = true)]
-struct Cli {
+pub(crate) struct Cli {
     /// Replace an output that holds metadata without asking
     #[arg(short, long)]
     force: bool,
@@ -43,13 +44,28 @@ fn run_cli(cli: Cli) -> Result<()> {
     check_path(&cli.input)?;
     let src = BlockSource::open(&cli.input, OpenOptions { exclusive: true })?;
     check_binary(&src, true)?;
-    super::overwrite::confirm(&cli.output, cli.force)?;
+    crate::io::output::check_distinct(&cli.output, &[&cli.input])?;
     let image = src.block_range(0, src.nr_blocks())?;
-    let file = std::fs::File::create(&cli.output)
-        .with_context(|| format!("cannot create '{}'", cli.output.display()))?;
+    // Damaged metadata is worth packing (to show someone), a file with
+    // no metadata block at all is not: its pack would be empty.
+    let any_metadata = image
+        .chunks(BLOCK_SIZE)
+        .any(|b| crate::io::checksum::kind_of(b).is_some());
+    if !any_metadata {
+        let what = crate::io::input::what_it_holds(src.head(BLOCK_SIZE), "")
+            .map(|w| format!(": {w}"))
+            .unwrap_or_default();
+        bail!(
+            "'{}' holds no metadata blocks (none of its {} blocks carries a metadata checksum){what}",
+            cli.input.display(),
+            src.nr_blocks()
+        );
+    }
+    super::overwrite::confirm(&cli.output, cli.force)?;
+    let file = crate::io::output::ReplacingOutput::create(&cli.output, &[&cli.input])?;
     let mut out = std::io::BufWriter::new(file);
     pack::pack(image, &mut out).context("writing the pack")?;
     let file = out.into_inner().map_err(|e| e.into_error())?;
-    super::sync_output(&file).context("writing the pack")?;
+    file.commit().context("writing the pack")?;
     Ok(())
 }

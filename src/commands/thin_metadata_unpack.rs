@@ -13,7 +13,7 @@ use crate::io::{pack, BLOCK_SIZE};
 /// Expand a pack file into a metadata device or file
 #[derive(Parser, Debug)]
 #[command(name = "thin_metadata_unpack", disable_version_flag = true)]
-struct Cli {
+pub(crate) struct Cli {
     /// Replace an output that holds metadata without asking
     #[arg(short, long)]
     force: bool,
@@ -41,17 +41,16 @@ pub fn run(args: Vec<OsString>) -> i32 {
 
 fn run_cli(cli: Cli) -> Result<()> {
     check_path(&cli.input)?;
+    crate::io::output::check_distinct(&cli.output, &[&cli.input])?;
     super::overwrite::confirm(&cli.output, cli.force)?;
     let bytes = std::fs::read(&cli.input)
         .with_context(|| format!("cannot read '{}'", cli.input.display()))?;
-    // A file that is not a pack is refused before the output is touched.
-    let nr_blocks = pack::read_header(&bytes)?;
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&cli.output)
-        .with_context(|| format!("cannot open '{}'", cli.output.display()))?;
+    // A file that is not a whole pack is refused before the output is
+    // touched: every chunk is decoded once without writing.
+    let not_a_pack = |e: &dyn std::fmt::Display| anyhow!("'{}': {e}", cli.input.display());
+    let nr_blocks = pack::read_header(&bytes).map_err(|e| not_a_pack(&e))?;
+    pack::unpack_each(&bytes, |_, _| Ok(())).map_err(|e| not_a_pack(&e))?;
+    let file = crate::io::output::text_output(&cli.output, &[&cli.input])?;
     if nr_blocks > 0 {
         file.write_all_at(&[0u8; BLOCK_SIZE], (nr_blocks - 1) * BLOCK_SIZE as u64)?;
     }

@@ -1,17 +1,15 @@
 //! thin_repair: salvage damaged thin metadata into a fresh, valid copy.
 
 use std::ffi::OsString;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{ArgAction, Parser};
 
 use crate::io::input::{check_binary, check_path};
-use crate::io::sink::FileSink;
+use crate::io::output::{metadata_output, metadata_output_size};
 use crate::io::source::{BlockSource, OpenOptions};
 use crate::io::BLOCK_SIZE;
-use crate::pdata::space_map::bitmap::MAX_METADATA_BLOCKS;
 use crate::report::phases;
 use crate::thin::dump::{emit_devices, Filter};
 use crate::thin::repair::{salvage, RepairOptions};
@@ -21,7 +19,7 @@ use crate::thin::restore::{build_items, validate_items, Overrides};
 /// Repair thin-pool metadata into a new metadata device or file
 #[derive(Parser, Debug)]
 #[command(name = "thin_repair", disable_version_flag = true)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     overrides: super::OverrideArgs,
 
@@ -66,31 +64,10 @@ pub fn run(args: Vec<OsString>) -> i32 {
     super::finish(run_cli(cli), quiet)
 }
 
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => {
-            x.dev() == y.dev() && x.ino() == y.ino() || x.rdev() != 0 && x.rdev() == y.rdev()
-        }
-        _ => false,
-    }
-}
-
 fn run_cli(cli: Cli) -> Result<()> {
     check_path(&cli.input)?;
     let out = &cli.output;
-    let meta = match std::fs::metadata(out) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("Couldn't find output file '{}'", out.display())
-        }
-        Err(e) => bail!("{}: {e}", out.display()),
-    };
-    if !meta.file_type().is_file() && !meta.file_type().is_block_device() {
-        bail!("Not a block device or regular file '{}'", out.display());
-    }
-    if same_file(&cli.input, out) {
-        bail!("the input and the output are the same; repair writes a new copy elsewhere");
-    }
+    let bytes = metadata_output_size(out, &[&cli.input])?;
     let src = BlockSource::open(&cli.input, OpenOptions { exclusive: true })?;
     check_binary(&src, false)?;
     let found = salvage(
@@ -101,7 +78,8 @@ fn run_cli(cli: Cli) -> Result<()> {
             nr_data_blocks: cli.overrides.nr_data_blocks,
             recover_orphans: cli.recover_orphans,
         },
-    )?;
+    )
+    .map_err(|e| unsalvageable(&src, e))?;
     phases::phase("repair: salvaged");
     if !cli.quiet {
         for w in &found.warnings {
@@ -129,22 +107,9 @@ fn run_cli(cli: Cli) -> Result<()> {
     .map_err(|e| anyhow::anyhow!("item {}: {}", e.offset, e.message))
     .context("the salvaged metadata is not consistent")?;
     phases::phase("repair: salvaged metadata validated");
-    let mut sink = FileSink::open(out).context("output error")?;
-    let bytes = sink.len()?;
-    if bytes < 10 * BLOCK_SIZE as u64 {
-        bail!(
-            "Output file too small: '{}' holds {bytes} bytes, at least 40960 are needed",
-            out.display()
-        );
-    }
-    let nr = (bytes / BLOCK_SIZE as u64).min(MAX_METADATA_BLOCKS);
-    let needed = plan.blocks_needed(nr);
-    if needed > nr {
-        bail!(
-            "output error: out of metadata space: '{}' holds {nr} blocks, the repaired metadata needs {needed}",
-            out.display()
-        );
-    }
+    // Nothing is written to an output too small for what was salvaged.
+    let nr = plan.room(&format!("'{}'", out.display()), bytes)?;
+    let (mut sink, _) = metadata_output(out, &[&cli.input]).context("output error")?;
     let place = |at: u64| format!("salvaged item {at}");
     match plan.replay() {
         Some(mut items) => build_items(&mut items, &place, &plan, &overrides, &mut sink, nr),
@@ -155,4 +120,18 @@ fn run_cli(cli: Cli) -> Result<()> {
     }
     .context("output error")?;
     Ok(())
+}
+
+/// Names the input and, where it can be told, what it holds instead of
+/// thin metadata (text, XML, another target's), when nothing could be
+/// salvaged from it.
+fn unsalvageable(src: &BlockSource, e: anyhow::Error) -> anyhow::Error {
+    let what = crate::thin::superblock::truncation(src)
+        .or_else(|| crate::io::input::what_it_holds(src.head(BLOCK_SIZE), "thin"))
+        .map(|w| format!(" ({w})"))
+        .unwrap_or_default();
+    e.context(format!(
+        "nothing could be salvaged from '{}'{what}",
+        src.path().display()
+    ))
 }

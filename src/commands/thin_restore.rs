@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{ArgAction, Parser};
 
-use super::output::metadata_output;
 use crate::io::input::check_path;
-use crate::thin::restore::{restore, Overrides};
+use crate::io::output::{metadata_output, metadata_output_size};
+use crate::thin::restore::{restore_to, Overrides};
 
 /// Build binary thin-pool metadata from XML
 #[derive(Parser, Debug)]
 #[command(name = "thin_restore", disable_version_flag = true)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     overrides: super::OverrideArgs,
 
@@ -51,13 +51,18 @@ pub fn run(args: Vec<OsString>) -> i32 {
 
 fn run_cli(cli: Cli) -> Result<()> {
     check_path(&cli.input)?;
+    crate::io::input::check_xml(&cli.input)?;
     let overrides = Overrides {
         transaction_id: cli.overrides.transaction_id,
         data_block_size: cli.overrides.data_block_size,
         nr_data_blocks: cli.overrides.nr_data_blocks,
     };
-    let (mut sink, nr_blocks) = metadata_output(&cli.output)?;
-    // The whole XML is validated and sized before anything is written.
-    restore(&cli.input, &overrides, &mut sink, nr_blocks)?;
+    // The whole XML is validated and sized before the output is opened
+    // for writing; an output too small is refused with both sizes.
+    let bytes = metadata_output_size(&cli.output, &[&cli.input])?;
+    let name = format!("'{}'", cli.output.display());
+    restore_to(&cli.input, &overrides, &name, bytes, || {
+        Ok(metadata_output(&cli.output, &[&cli.input])?.0)
+    })?;
     Ok(())
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{ArgAction, Parser};
 
-use super::output::metadata_output;
 use crate::io::input::{check_binary, check_path};
+use crate::io::output::{check_distinct, metadata_output};
 use crate::io::source::{BlockSource, OpenOptions};
 use crate::thin::dump::{dump, DumpOptions, Format};
 use crate::thin::restore::{restore, validate, Overrides};
@@ -17,7 +17,7 @@ use crate::thin::shrink::{copy_data, data_block_size, shrink_xml};
 /// Shrink a pool's data size, moving the data beyond it
 #[derive(Parser, Debug)]
 #[command(name = "thin_shrink", disable_version_flag = true)]
-struct Cli {
+pub(crate) struct Cli {
     /// Binary metadata in and out (instead of XML)
     #[arg(long)]
     binary: bool,
@@ -73,8 +73,26 @@ fn scratch_beside(near: &Path, what: &str) -> Scratch {
     Scratch(dir.join(format!(".thin_shrink.{}.{what}.xml", std::process::id())))
 }
 
+/// Creates a scratch file beside the output, naming the output when
+/// that fails (the scratch name means nothing to the user).
+fn create_scratch(scratch: &Scratch, output: &Path) -> Result<std::io::BufWriter<std::fs::File>> {
+    let f = std::fs::File::create(&scratch.0).with_context(|| {
+        format!(
+            "cannot create a scratch file beside the output '{}'",
+            output.display()
+        )
+    })?;
+    Ok(std::io::BufWriter::new(f))
+}
+
 fn run_cli(cli: Cli) -> Result<()> {
     check_path(&cli.input)?;
+    // Nothing moves until every writer target is known to be apart from
+    // every input: the data device is written too.
+    check_distinct(&cli.output, &[&cli.input])?;
+    if let Some(data) = &cli.data {
+        check_distinct(data, &[&cli.input, &cli.output])?;
+    }
     if let Some(data) = &cli.data {
         if !cli.no_copy {
             check_path(data)?;
@@ -86,7 +104,7 @@ fn run_cli(cli: Cli) -> Result<()> {
         let src = BlockSource::open(&cli.input, OpenOptions { exclusive: true })?;
         check_binary(&src, false)?;
         let scratch = scratch_beside(&cli.output, "in");
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&scratch.0)?);
+        let mut f = create_scratch(&scratch, &cli.output)?;
         let opts = DumpOptions {
             format: Format::Xml,
             metadata_snap: false,
@@ -101,6 +119,7 @@ fn run_cli(cli: Cli) -> Result<()> {
         input_xml = scratch.0.clone();
         _dumped = Some(scratch);
     } else {
+        crate::io::input::check_xml(&cli.input)?;
         input_xml = cli.input.clone();
         _dumped = None;
     }
@@ -109,7 +128,7 @@ fn run_cli(cli: Cli) -> Result<()> {
     validate(&input_xml, &Overrides::default())?;
     let shrunk = scratch_beside(&cli.output, "out");
     let moves = {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&shrunk.0)?);
+        let mut f = create_scratch(&shrunk, &cli.output)?;
         shrink_xml(&input_xml, cli.nr_blocks, &mut f)?
     };
     // The data moves first, into blocks no mapping uses: until the new
@@ -119,7 +138,7 @@ fn run_cli(cli: Cli) -> Result<()> {
         copy_data(data, &moves, data_block_size(&input_xml)?)?;
     }
     if cli.binary {
-        let (mut sink, nr_blocks) = metadata_output(&cli.output)?;
+        let (mut sink, nr_blocks) = metadata_output(&cli.output, &[&cli.input])?;
         restore(&shrunk.0, &Overrides::default(), &mut sink, nr_blocks)?;
     } else {
         std::fs::copy(&shrunk.0, &cli.output)

@@ -194,6 +194,45 @@ impl Superblock {
     }
 }
 
+/// The error for a superblock that is not a thin superblock: the
+/// reference tools' words (scripts match them), the file, and what the
+/// file holds when that can be told (text, XML, zeros, another target).
+pub fn bad_superblock(src: &BlockSource, e: &BlockError) -> String {
+    let mut m = format!(
+        "bad checksum in superblock of '{}' ({e})",
+        src.path().display()
+    );
+    if e.block() == SUPERBLOCK_LOCATION {
+        if let Some(what) = crate::io::input::what_it_holds(src.head(BLOCK_SIZE), "thin") {
+            m.push_str(": ");
+            m.push_str(&what);
+        }
+    }
+    m
+}
+
+/// When `src` is shorter than its superblock's metadata space map says,
+/// the sentence that says so with both sizes; the one finding that
+/// explains every unreadable block after it.
+pub fn truncation(src: &BlockSource) -> Option<String> {
+    let sb = Superblock::read(src, SUPERBLOCK_LOCATION).ok()?;
+    let want = sb
+        .metadata_sm_root
+        .nr_blocks
+        .min(crate::pdata::space_map::bitmap::MAX_METADATA_BLOCKS);
+    let have = src.nr_blocks();
+    (have < want).then(|| {
+        format!(
+            "'{}' looks truncated: it holds {have} {} ({} bytes), but its superblock \
+             describes a metadata device of {want} blocks ({} bytes)",
+            src.path().display(),
+            if have == 1 { "block" } else { "blocks" },
+            src.len(),
+            want * BLOCK_SIZE as u64
+        )
+    })
+}
+
 /// The live superblock, and the one to read trees from: the live one,
 /// or with `metadata_snap` the snapshot's copy it points at.
 pub fn live_and_chosen(
@@ -201,7 +240,7 @@ pub fn live_and_chosen(
     metadata_snap: bool,
 ) -> anyhow::Result<(Superblock, Superblock)> {
     let live = Superblock::read(src, SUPERBLOCK_LOCATION)
-        .map_err(|e| anyhow::anyhow!("bad checksum in superblock ({e})"))?;
+        .map_err(|e| anyhow::anyhow!("{}", bad_superblock(src, &e)))?;
     if !metadata_snap {
         return Ok((live.clone(), live));
     }
@@ -230,33 +269,15 @@ pub fn without_needs_check(current: &[u8]) -> Option<Vec<u8>> {
 /// place: one block write, then a flush. Returns false (and writes
 /// nothing) if the flag was clear.
 pub fn clear_needs_check(path: &std::path::Path) -> anyhow::Result<bool> {
-    use crate::io::sink::{BlockSink, FileSink};
-    use anyhow::Context;
-    use std::os::unix::fs::FileExt;
-
-    let mut sink = FileSink::open(path).with_context(|| {
-        format!(
-            "cannot open '{}' to clear the needs_check flag",
-            path.display()
-        )
-    })?;
-    let file = std::fs::File::open(path)?;
-    let mut block = vec![0u8; BLOCK_SIZE];
-    file.read_exact_at(&mut block, 0)
-        .with_context(|| format!("cannot read the superblock of '{}'", path.display()))?;
-    if !checksum::matches(&block, BlockKind::ThinSuperblock) {
-        anyhow::bail!(
-            "bad checksum in superblock of '{}'; not clearing needs_check",
-            path.display()
-        );
-    }
-    let Some(cleared) = without_needs_check(&block) else {
-        return Ok(false);
-    };
-    sink.write_block(0, &cleared)
-        .and_then(|_| sink.flush())
-        .with_context(|| format!("cannot write the superblock of '{}'", path.display()))?;
-    Ok(true)
+    crate::io::in_place::rewrite_superblock(path, BlockKind::ThinSuperblock, |block| {
+        match without_needs_check(block) {
+            Some(cleared) => {
+                block.copy_from_slice(&cleared);
+                true
+            }
+            None => false,
+        }
+    })
 }
 
 #[cfg(test)]

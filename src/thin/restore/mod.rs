@@ -682,8 +682,38 @@ pub fn restore(
     sink: &mut dyn BlockSink,
     nr_blocks: u64,
 ) -> Result<Superblock> {
+    let (plan, usable) = plan_for(
+        xml_path,
+        overrides,
+        "the output",
+        nr_blocks * BLOCK_SIZE as u64,
+    )?;
+    build(xml_path, &plan, overrides, sink, usable)
+}
+
+/// Restores `xml` onto an output of `bytes` bytes named `output`, which
+/// `open` opens only once the metadata is validated and known to fit.
+pub fn restore_to<S: BlockSink>(
+    xml_path: &Path,
+    overrides: &Overrides,
+    output: &str,
+    bytes: u64,
+    open: impl FnOnce() -> Result<S>,
+) -> Result<Superblock> {
+    let (plan, usable) = plan_for(xml_path, overrides, output, bytes)?;
+    let mut sink = open()?;
+    build(xml_path, &plan, overrides, &mut sink, usable)
+}
+
+/// The plan of a restore and the blocks of the output it may use.
+fn plan_for(
+    xml_path: &Path,
+    overrides: &Overrides,
+    output: &str,
+    bytes: u64,
+) -> Result<(Plan, u64)> {
     let plan = validate(xml_path, overrides)?;
     phases::phase("restore: validated");
-    let usable = plan.room("the output", nr_blocks.saturating_mul(BLOCK_SIZE as u64))?;
-    build(xml_path, &plan, overrides, sink, usable)
+    let usable = plan.room(output, bytes)?;
+    Ok((plan, usable))
 }

@@ -5,6 +5,9 @@ use std::fmt::Write;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
+    /// Worth saying, but the kernel accepts it as it is (a hint array of
+    /// another length than the cache, say): never fails a check.
+    Note,
     /// Safe for the data (leaks, stale counters); `--ignore-non-fatal-errors`
     /// accepts them.
     NonFatal,
@@ -32,6 +35,9 @@ pub struct Finding {
     pub kind: &'static str,
     pub message: String,
     pub location: Location,
+    /// The long form printed with `-v`: the reference tools' wording
+    /// with its encoded node path.
+    pub detail: Option<String>,
 }
 
 impl Finding {
@@ -41,6 +47,7 @@ impl Finding {
             kind,
             message,
             location: Location::default(),
+            detail: None,
         }
     }
 
@@ -50,6 +57,7 @@ impl Finding {
             kind,
             message,
             location: Location::default(),
+            detail: None,
         }
     }
 
@@ -58,8 +66,27 @@ impl Finding {
         self
     }
 
+    pub fn with_detail(mut self, detail: String) -> Finding {
+        self.detail = Some(detail);
+        self
+    }
+
+    pub fn note(kind: &'static str, message: String) -> Finding {
+        Finding {
+            severity: Severity::Note,
+            kind,
+            message,
+            location: Location::default(),
+            detail: None,
+        }
+    }
+
     pub fn is_fatal(&self) -> bool {
         self.severity == Severity::Fatal
+    }
+
+    pub fn is_non_fatal(&self) -> bool {
+        self.severity == Severity::NonFatal
     }
 }
 
@@ -85,10 +112,10 @@ impl Finding {
         s.push_str("\"severity\":");
         json_str(
             &mut s,
-            if self.is_fatal() {
-                "fatal"
-            } else {
-                "non-fatal"
+            match self.severity {
+                Severity::Fatal => "fatal",
+                Severity::NonFatal => "non-fatal",
+                Severity::Note => "note",
             },
         );
         s.push_str(",\"kind\":");
