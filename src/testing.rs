@@ -65,6 +65,13 @@ pub fn exercise_image(data: &[u8]) {
         ..Default::default()
     };
     let _ = salvage(&src, &repair);
+    let _ = salvage(
+        &src,
+        &RepairOptions {
+            recover_orphans: true,
+            ..repair
+        },
+    );
 }
 
 /// One block's views: checksum kind, node validation, superblock, bitmap.

@@ -126,23 +126,29 @@ fn run_cli(cli: Cli) -> Result<()> {
         .as_ref()
         .is_some_and(|sb| sb.needs_check());
     let leaks = result.metadata_leaks + result.data_leaks;
+    let counters = result
+        .findings
+        .iter()
+        .filter(|f| f.kind == "space_map_counter")
+        .count();
     let mut cleared = false;
-    if verdict.is_ok() && repairing && (leaks > 0 || needs_check) {
+    if verdict.is_ok() && repairing && (leaks > 0 || counters > 0 || needs_check) {
         if src.is_decompressed() {
             bail!("cannot write to a compressed image");
         }
-        if leaks > 0 {
+        if leaks > 0 || counters > 0 {
             let counts = result
                 .counts
                 .take()
-                .context("leaks were found but the space maps were not read")?;
+                .context("the space maps need repair but were not read")?;
             rep.line(&format!(
-                "repairing leaks: {} metadata block(s), {} data block(s)",
+                "repairing the space maps: {} leaked metadata block(s), {} leaked data block(s), \
+                 {counters} stale counter(s)",
                 result.metadata_leaks, result.data_leaks
             ));
             let mut sink = FileSink::open(&cli.input)?;
             let done = repair_leaks(&src, &counts, true, &mut sink)
-                .context("in-place leak repair failed; the metadata was left as it was")?;
+                .context("in-place space-map repair failed; the metadata was left as it was")?;
             drop(counts);
             drop(src);
             cleared = needs_check;
@@ -152,10 +158,12 @@ fn run_cli(cli: Cli) -> Result<()> {
                 &Reporter::with_mode(Mode::Quiet),
             );
             if !again.passed(false) {
-                bail!("the metadata does not check clean after the leak repair; run thin_repair");
+                bail!(
+                    "the metadata does not check clean after the space-map repair; run thin_repair"
+                );
             }
             rep.line(&format!(
-                "leaks repaired: {} space-map blocks written, then the superblock",
+                "space maps repaired: {} space-map blocks written, then the superblock",
                 done.blocks_written
             ));
         } else {
@@ -172,9 +180,13 @@ fn run_cli(cli: Cli) -> Result<()> {
     verdict
 }
 
-/// Findings an in-place repair removes.
+/// Findings an in-place repair removes: leaks, and space-map summaries
+/// that disagree with the bitmaps (rebuilt from them).
 fn repairable(kind: &str) -> bool {
-    matches!(kind, "leaked_blocks" | "over_counted_blocks")
+    matches!(
+        kind,
+        "leaked_blocks" | "over_counted_blocks" | "space_map_counter"
+    )
 }
 
 /// The tool's success or final error, from what the check found.

@@ -10,7 +10,7 @@ use clap::{ArgAction, Parser, ValueEnum};
 use crate::io::input::{check_binary, check_path};
 use crate::io::output::ReplacingOutput;
 use crate::io::source::{BlockSource, OpenOptions};
-use crate::thin::dump::{dump, write_devices, DumpOptions, Format};
+use crate::thin::dump::{dump, write_devices, DumpOptions, Filter, Format};
 use crate::thin::repair::{salvage, RepairOptions};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -60,6 +60,11 @@ pub(crate) struct Cli {
     /// Salvage what can be read from damaged metadata
     #[arg(short, long)]
     repair: bool,
+
+    /// With --repair: bring back deleted devices whose trees survive (see
+    /// thin_ls --orphans), as new devices above the highest live id
+    #[arg(long, requires = "repair")]
+    recover_orphans: bool,
 
     /// Write devices and their details only, no mappings
     #[arg(long)]
@@ -113,6 +118,7 @@ fn run_cli(cli: Cli) -> Result<()> {
                     transaction_id: cli.overrides.transaction_id,
                     data_block_size: cli.overrides.data_block_size,
                     nr_data_blocks: cli.overrides.nr_data_blocks,
+                    recover_orphans: cli.recover_orphans,
                 },
             )?;
             if !quiet {
@@ -126,7 +132,10 @@ fn run_cli(cli: Cli) -> Result<()> {
                 opts.format,
                 opts.flat,
                 &salvage.devices,
-                Some(salvage.nr_data_blocks),
+                Filter {
+                    drop_from: Some(salvage.nr_data_blocks),
+                    kept: Some(&salvage.kept),
+                },
                 out,
             )
         } else {

@@ -43,7 +43,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
 
 fn run_cli(cli: Cli) -> Result<()> {
     if cli.list {
-        for d in Damage::ALL {
+        for d in Damage::ALL.iter() {
             println!("{}", d.name());
         }
         return Ok(());
@@ -70,8 +70,8 @@ fn run_cli(cli: Cli) -> Result<()> {
         }
     }
     let mut image = Image::new(std::fs::read(&path)?);
-    let block = damage.apply(&mut image).map_err(|e| anyhow!(e))?;
+    let applied = damage.apply(&mut image).map_err(|e| anyhow!(e))?;
     std::fs::write(&path, &image.bytes)?;
-    println!("{} at block {block}", damage.name());
+    println!("{} at block {}", damage.name(), applied.block);
     Ok(())
 }

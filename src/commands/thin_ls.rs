@@ -115,6 +115,13 @@ pub(crate) struct Cli {
     #[arg(long)]
     no_headers: bool,
 
+    /// List the orphaned device trees a repair with --recover-orphans
+    /// would bring back (deleted devices whose blocks were not yet
+    /// reused), instead of the devices; reads the metadata as thin_repair
+    /// does, damaged or not, and writes nothing
+    #[arg(long, conflicts_with_all = ["metadata_snap", "fields"])]
+    orphans: bool,
+
     /// Print the version
     #[arg(short = 'V', long = "version", action = ArgAction::SetTrue, exclusive = true)]
     version: bool,
@@ -146,6 +153,9 @@ fn run_cli(cli: Cli) -> Result<()> {
         },
     )?;
     check_binary(&src, false)?;
+    if cli.orphans {
+        return list_orphans(&src, !cli.no_headers);
+    }
     let (live, sb) = live_and_chosen(&src, cli.metadata_snap)?;
     let (roots, details) = read_devices_strict(&src, sb.mapping_root, sb.details_root)?;
     let (only_mapped, only_detailed) = unmatched_ids(&roots, &details);
@@ -181,6 +191,42 @@ fn run_cli(cli: Cli) -> Result<()> {
     );
     let mut out = std::io::stdout().lock();
     out.write_all(table.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// One row per orphan: where its tree is, the id it had (when a stale
+/// top-level tree still says), its mappings, their newest time, how many
+/// of its data blocks live devices map now, and the id a repair with
+/// --recover-orphans gives it.
+fn list_orphans(src: &BlockSource, headers: bool) -> Result<()> {
+    let mut grid: Vec<Vec<String>> = Vec::new();
+    if headers {
+        grid.push(
+            [
+                "ROOT",
+                "OLD_DEV",
+                "MAPPED_BLOCKS",
+                "NEWEST_TIME",
+                "REUSED_BLOCKS",
+                "NEW_DEV",
+            ]
+            .map(String::from)
+            .to_vec(),
+        );
+    }
+    for (new_id, o) in crate::thin::repair::orphans::list(src)? {
+        grid.push(vec![
+            o.root.to_string(),
+            o.old_id.map_or("-".to_string(), |id| id.to_string()),
+            o.mappings.to_string(),
+            o.newest_time.to_string(),
+            o.reused.to_string(),
+            new_id.to_string(),
+        ]);
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(align(grid).as_bytes())?;
     out.flush()?;
     Ok(())
 }
@@ -242,7 +288,13 @@ fn render(fields: &[Field], rows: &[Row], block_sectors: u64, headers: bool) -> 
                 .collect(),
         );
     }
-    let widths: Vec<usize> = (0..fields.len())
+    align(grid)
+}
+
+/// Right-aligned columns, each as wide as its widest cell.
+fn align(grid: Vec<Vec<String>>) -> String {
+    let columns = grid.first().map_or(0, |r| r.len());
+    let widths: Vec<usize> = (0..columns)
         .map(|i| grid.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();

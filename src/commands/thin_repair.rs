@@ -1,19 +1,17 @@
 //! thin_repair: salvage damaged thin metadata into a fresh, valid copy.
 
 use std::ffi::OsString;
-use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{ArgAction, Parser};
 
 use crate::io::input::{check_binary, check_path};
-use crate::io::sink::FileSink;
+use crate::io::output::{metadata_output, metadata_output_size};
 use crate::io::source::{BlockSource, OpenOptions};
 use crate::io::BLOCK_SIZE;
-use crate::pdata::space_map::bitmap::MAX_METADATA_BLOCKS;
 use crate::report::phases;
-use crate::thin::dump::emit_devices;
+use crate::thin::dump::{emit_devices, Filter};
 use crate::thin::repair::{salvage, RepairOptions};
 use crate::thin::restore::xml::{Emitter, ItemsAhead};
 use crate::thin::restore::{build_items, validate_items, Overrides};
@@ -36,6 +34,11 @@ pub(crate) struct Cli {
     /// Print no diagnostics
     #[arg(short, long)]
     quiet: bool,
+
+    /// Bring back deleted devices whose trees survive (see thin_ls
+    /// --orphans), as new devices above the highest live id
+    #[arg(long)]
+    recover_orphans: bool,
 
     /// Print the version
     #[arg(short = 'V', long = "version", action = ArgAction::SetTrue, exclusive = true)]
@@ -64,17 +67,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
 fn run_cli(cli: Cli) -> Result<()> {
     check_path(&cli.input)?;
     let out = &cli.output;
-    let meta = match std::fs::metadata(out) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("Couldn't find output file '{}'", out.display())
-        }
-        Err(e) => bail!("{}: {e}", out.display()),
-    };
-    if !meta.file_type().is_file() && !meta.file_type().is_block_device() {
-        bail!("Not a block device or regular file '{}'", out.display());
-    }
-    crate::io::output::check_distinct(out, &[&cli.input])?;
+    let bytes = metadata_output_size(out, &[&cli.input])?;
     let src = BlockSource::open(&cli.input, OpenOptions { exclusive: true })?;
     check_binary(&src, false)?;
     let found = salvage(
@@ -83,11 +76,12 @@ fn run_cli(cli: Cli) -> Result<()> {
             transaction_id: cli.overrides.transaction_id,
             data_block_size: cli.overrides.data_block_size,
             nr_data_blocks: cli.overrides.nr_data_blocks,
+            recover_orphans: cli.recover_orphans,
         },
     )
     .map_err(|e| unsalvageable(&src, e))?;
     phases::phase("repair: salvaged");
-    if !cli.quiet && cli.verbose > 0 {
+    if !cli.quiet {
         for w in &found.warnings {
             eprintln!("{w}");
         }
@@ -100,7 +94,10 @@ fn run_cli(cli: Cli) -> Result<()> {
             &src,
             &found.header,
             &found.devices,
-            Some(found.nr_data_blocks),
+            Filter {
+                drop_from: Some(found.nr_data_blocks),
+                kept: Some(&found.kept),
+            },
             out,
         )
     };
@@ -110,22 +107,9 @@ fn run_cli(cli: Cli) -> Result<()> {
     .map_err(|e| anyhow::anyhow!("item {}: {}", e.offset, e.message))
     .context("the salvaged metadata is not consistent")?;
     phases::phase("repair: salvaged metadata validated");
-    let mut sink = FileSink::open(out).context("output error")?;
-    let bytes = sink.len()?;
-    if bytes < 10 * BLOCK_SIZE as u64 {
-        bail!(
-            "Output file too small: '{}' holds {bytes} bytes, at least 40960 are needed",
-            out.display()
-        );
-    }
-    let nr = (bytes / BLOCK_SIZE as u64).min(MAX_METADATA_BLOCKS);
-    let needed = plan.blocks_needed(nr);
-    if needed > nr {
-        bail!(
-            "output error: out of metadata space: '{}' holds {nr} blocks, the repaired metadata needs {needed}",
-            out.display()
-        );
-    }
+    // Nothing is written to an output too small for what was salvaged.
+    let nr = plan.room(&format!("'{}'", out.display()), bytes)?;
+    let (mut sink, _) = metadata_output(out, &[&cli.input]).context("output error")?;
     let place = |at: u64| format!("salvaged item {at}");
     match plan.replay() {
         Some(mut items) => build_items(&mut items, &place, &plan, &overrides, &mut sink, nr),

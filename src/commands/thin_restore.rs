@@ -7,8 +7,8 @@ use anyhow::Result;
 use clap::{ArgAction, Parser};
 
 use crate::io::input::check_path;
-use crate::io::output::metadata_output;
-use crate::thin::restore::{restore, Overrides};
+use crate::io::output::{metadata_output, metadata_output_size};
+use crate::thin::restore::{restore_to, Overrides};
 
 /// Build binary thin-pool metadata from XML
 #[derive(Parser, Debug)]
@@ -57,8 +57,12 @@ fn run_cli(cli: Cli) -> Result<()> {
         data_block_size: cli.overrides.data_block_size,
         nr_data_blocks: cli.overrides.nr_data_blocks,
     };
-    let (mut sink, nr_blocks) = metadata_output(&cli.output, &[&cli.input])?;
-    // The whole XML is validated and sized before anything is written.
-    restore(&cli.input, &overrides, &mut sink, nr_blocks)?;
+    // The whole XML is validated and sized before the output is opened
+    // for writing; an output too small is refused with both sizes.
+    let bytes = metadata_output_size(&cli.output, &[&cli.input])?;
+    let name = format!("'{}'", cli.output.display());
+    restore_to(&cli.input, &overrides, &name, bytes, || {
+        Ok(metadata_output(&cli.output, &[&cli.input])?.0)
+    })?;
     Ok(())
 }

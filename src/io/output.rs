@@ -248,12 +248,9 @@ fn backs_loop(rdev: u64, dev: u64, ino: u64) -> bool {
     })
 }
 
-/// Opens an existing file or block device for binary metadata: it must
-/// exist (it is never created), be a regular file or block device, hold
-/// at least ten blocks, and not be one of `inputs`. Returns the sink and
-/// the whole blocks it holds (writers cap that at what their space map
-/// can describe).
-pub fn metadata_output(output: &Path, inputs: &[&Path]) -> Result<(FileSink, u64)> {
+/// An output for binary metadata must exist (it is never created) and be
+/// a regular file or block device.
+fn existing_output(output: &Path) -> Result<std::fs::Metadata> {
     let meta = match std::fs::metadata(output) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -264,6 +261,29 @@ pub fn metadata_output(output: &Path, inputs: &[&Path]) -> Result<(FileSink, u64
     if !meta.file_type().is_file() && !meta.file_type().is_block_device() {
         bail!("Not a block device or regular file '{}'", output.display());
     }
+    Ok(meta)
+}
+
+/// The size in bytes of an existing binary-metadata output that is not
+/// one of `inputs`, found without opening it for writing: what a writer
+/// checks its needs against before it touches the output.
+pub fn metadata_output_size(output: &Path, inputs: &[&Path]) -> Result<u64> {
+    let meta = existing_output(output)?;
+    compare(output, Identity::of(&meta), inputs)?;
+    if !meta.file_type().is_block_device() {
+        return Ok(meta.len());
+    }
+    let file = File::open(output).with_context(|| format!("cannot open '{}'", output.display()))?;
+    super::source::block_device_size(&file)
+}
+
+/// Opens an existing file or block device for binary metadata: it must
+/// exist (it is never created), be a regular file or block device, hold
+/// at least ten blocks, and not be one of `inputs`. Returns the sink and
+/// the whole blocks it holds (writers cap that at what their space map
+/// can describe).
+pub fn metadata_output(output: &Path, inputs: &[&Path]) -> Result<(FileSink, u64)> {
+    let meta = existing_output(output)?;
     compare(output, Identity::of(&meta), inputs)?;
     let sink = FileSink::open(output)?;
     let bytes = sink.len()?;

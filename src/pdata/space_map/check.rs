@@ -135,9 +135,16 @@ pub fn report_reconciliation(
             (Some(i), Some(b)) => format!("bitmap {i} (block {b}): "),
             _ => String::new(),
         };
+        // The summaries (nr_free, none_free_before, nr_allocated) can be
+        // rebuilt from the bitmaps in place; a ref-count entry cannot.
+        let kind = if m.field.starts_with("ref-count") {
+            "ref_count_entry"
+        } else {
+            "space_map_counter"
+        };
         out(Report::Finding(
             Finding::non_fatal(
-                "space_map_counter",
+                kind,
                 format!(
                     "{name} space map: {place}{} is {} but the bitmaps say {}",
                     m.field, m.recorded, m.actual

@@ -167,7 +167,14 @@ fn rebuild_bitmap(
         nr_free: zeros,
         none_free_before: first_free,
     };
-    Ok((new, changed, entry, allocated))
+    // The stored entry stands if the checker accepts it: nr_free counting
+    // the entries past the device's end as free (as the kernel does) or
+    // not, none_free_before no later than the first free entry. A stale
+    // one is rewritten with its bitmap.
+    let past_end = (ENTRIES_PER_BITMAP - n) as u32;
+    let stale =
+        ie.nr_free != zeros && ie.nr_free + past_end != zeros || ie.none_free_before > first_free;
+    Ok((new, changed || stale, entry, allocated))
 }
 
 fn finish_block(mut data: Vec<u8>, at: u64, kind: BlockKind) -> Vec<u8> {

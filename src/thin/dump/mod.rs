@@ -92,7 +92,15 @@ pub fn dump(src: &BlockSource, opts: &DumpOptions, out: &mut dyn Write) -> Resul
     if opts.skip_mappings {
         let devices: Vec<DeviceLeaves> =
             selected.into_iter().map(|(id, d)| (id, d, None)).collect();
-        return write_devices(src, &header, fmt, opts.flat, &devices, None, out);
+        return write_devices(
+            src,
+            &header,
+            fmt,
+            opts.flat,
+            &devices,
+            Filter::default(),
+            out,
+        );
     }
     let device_roots = device_roots(&selected, &roots)?;
     let named: Vec<(String, u64)> = device_roots
@@ -109,23 +117,43 @@ pub fn dump(src: &BlockSource, opts: &DumpOptions, out: &mut dyn Write) -> Resul
         .zip(sequences)
         .map(|((id, d), leaves)| (id, d, Some(leaves)))
         .collect();
-    write_devices(src, &header, fmt, opts.flat, &devices, None, out)
+    write_devices(
+        src,
+        &header,
+        fmt,
+        opts.flat,
+        &devices,
+        Filter::default(),
+        out,
+    )
 }
 
 /// A device to write: id, details, and its leaves in key order (None
 /// writes the device without mappings).
 pub type DeviceLeaves = (u64, DeviceDetails, Option<Vec<u64>>);
 
+/// The entries to write of leaves that lost some (repair's salvage): leaf
+/// block -> indices of the entries kept, in key order. Other leaves are
+/// written whole.
+pub type KeptEntries = crate::pdata::block_hash::BlockMap<Vec<u16>>;
+
+/// What to leave out of the leaves written (repair).
+#[derive(Clone, Copy, Default)]
+pub struct Filter<'a> {
+    /// Mappings to data blocks at or beyond this are left out.
+    pub drop_from: Option<u64>,
+    pub kept: Option<&'a KeptEntries>,
+}
+
 /// Writes a dump of `devices`, sharing the leaf runs several devices hold
-/// (unless `flat`). Mappings to data blocks at or beyond `drop_from` are
-/// left out (repair).
+/// (unless `flat`), leaving out what `filter` says (repair).
 pub fn write_devices(
     src: &BlockSource,
     header: &Header,
     fmt: Format,
     flat: bool,
     devices: &[DeviceLeaves],
-    drop_from: Option<u64>,
+    filter: Filter,
     out: &mut dyn Write,
 ) -> Result<()> {
     let mut units = Vec::new();
@@ -174,7 +202,7 @@ pub fn write_devices(
             .par_iter()
             .map(|u| match u {
                 Unit::Text(t) => t.clone(),
-                Unit::Leaves(leaves) => format_leaves(src, fmt, leaves, drop_from),
+                Unit::Leaves(leaves) => format_leaves(src, fmt, leaves, filter),
             })
             .collect();
         for p in parts {
@@ -200,35 +228,45 @@ fn device_roots(
         .collect()
 }
 
-/// The mappings of consecutive leaves as merged runs, in key order.
-/// Mappings to data blocks at or beyond `drop_from` are left out.
-fn leaf_runs(src: &BlockSource, leaves: &[u64], drop_from: Option<u64>, mut f: impl FnMut(&Run)) {
+/// The mappings of consecutive leaves as merged runs, in key order,
+/// without what `filter` leaves out.
+fn leaf_runs(src: &BlockSource, leaves: &[u64], filter: Filter, mut f: impl FnMut(&Run)) {
     let mut run: Option<Run> = None;
+    let mut add = |virt: u64, v: u64| {
+        let bt = BlockTime::unpack(v);
+        if filter.drop_from.is_some_and(|limit| bt.block >= limit) {
+            return;
+        }
+        match run.as_mut() {
+            Some(r)
+                if r.virt + r.len == virt && r.data + r.len == bt.block && r.time == bt.time =>
+            {
+                r.len += 1
+            }
+            _ => {
+                if let Some(done) = run.replace(Run {
+                    virt,
+                    data: bt.block,
+                    len: 1,
+                    time: bt.time,
+                }) {
+                    f(&done);
+                }
+            }
+        }
+    };
     for &leaf in leaves {
         let Ok(data) = src.block(leaf) else { continue };
         let node = NodeView::new(data);
-        for (virt, v) in node.entries_u64() {
-            let bt = BlockTime::unpack(v);
-            if drop_from.is_some_and(|limit| bt.block >= limit) {
-                continue;
-            }
-            match run.as_mut() {
-                Some(r)
-                    if r.virt + r.len == virt
-                        && r.data + r.len == bt.block
-                        && r.time == bt.time =>
-                {
-                    r.len += 1
+        match filter.kept.and_then(|k| k.get(&leaf)) {
+            Some(kept) => {
+                for &i in kept {
+                    add(node.key(i as u32), node.value_u64(i as u32));
                 }
-                _ => {
-                    if let Some(done) = run.replace(Run {
-                        virt,
-                        data: bt.block,
-                        len: 1,
-                        time: bt.time,
-                    }) {
-                        f(&done);
-                    }
+            }
+            None => {
+                for (virt, v) in node.entries_u64() {
+                    add(virt, v);
                 }
             }
         }
@@ -239,14 +277,9 @@ fn leaf_runs(src: &BlockSource, leaves: &[u64], drop_from: Option<u64>, mut f: i
 }
 
 /// The mappings of consecutive leaves as merged runs, formatted.
-fn format_leaves(
-    src: &BlockSource,
-    fmt: Format,
-    leaves: &[u64],
-    drop_from: Option<u64>,
-) -> Vec<u8> {
+fn format_leaves(src: &BlockSource, fmt: Format, leaves: &[u64], filter: Filter) -> Vec<u8> {
     let mut out = Vec::with_capacity(leaves.len() * 4096);
-    leaf_runs(src, leaves, drop_from, |r| fmt.run(r, &mut out));
+    leaf_runs(src, leaves, filter, |r| fmt.run(r, &mut out));
     out
 }
 
@@ -263,9 +296,9 @@ impl Numbered<'_> {
         self.out.emit(Ok((item, self.at)))
     }
 
-    fn leaves(&mut self, src: &BlockSource, leaves: &[u64], drop_from: Option<u64>) -> bool {
+    fn leaves(&mut self, src: &BlockSource, leaves: &[u64], filter: Filter) -> bool {
         let mut going = true;
-        leaf_runs(src, leaves, drop_from, |r| {
+        leaf_runs(src, leaves, filter, |r| {
             going = going
                 && self.emit(Item::Mapping(MappingRun {
                     virt: r.virt,
@@ -285,7 +318,7 @@ pub fn emit_devices(
     src: &BlockSource,
     header: &Header,
     devices: &[DeviceLeaves],
-    drop_from: Option<u64>,
+    filter: Filter,
     out: &mut Emitter,
 ) {
     let mut out = Numbered { out, at: 0 };
@@ -308,7 +341,7 @@ pub fn emit_devices(
     }
     for def in &share.defs {
         if !(out.emit(Item::Def(def[0].to_string()))
-            && out.leaves(src, def, drop_from)
+            && out.leaves(src, def, filter)
             && out.emit(Item::EndDef))
         {
             return;
@@ -335,7 +368,7 @@ pub fn emit_devices(
         for seg in segments {
             let going = match seg {
                 Segment::Shared(i) => out.emit(Item::Ref(share.defs[*i][0].to_string())),
-                Segment::Inline(leaves) => out.leaves(src, leaves, drop_from),
+                Segment::Inline(leaves) => out.leaves(src, leaves, filter),
             };
             if !going {
                 return;

@@ -97,6 +97,57 @@ impl Plan {
     pub fn blocks_needed(&self, nr_blocks: u64) -> u64 {
         self.blocks_before_space_map + nr_blocks.div_ceil(ENTRIES_PER_BITMAP) + 1
     }
+
+    /// The smallest output, in blocks, the metadata fits on (its space map
+    /// grows with the output, a bitmap per 16320 blocks), and never less
+    /// than the tools' floor of ten blocks.
+    pub fn smallest_output(&self) -> u64 {
+        let mut n = MIN_OUTPUT_BLOCKS.max(self.blocks_before_space_map + 2);
+        while self.blocks_needed(n) > n {
+            n = self.blocks_needed(n);
+        }
+        n
+    }
+
+    /// The blocks the metadata may use of an output of `bytes` bytes, or
+    /// an error naming the output, its size and the smallest that would do.
+    pub fn room(&self, output: &str, bytes: u64) -> Result<u64> {
+        let smallest = self.smallest_output();
+        let have = bytes / BLOCK_SIZE as u64;
+        if smallest > MAX_METADATA_BLOCKS {
+            bail!(
+                "out of metadata space: the metadata needs {}, more than the {} a metadata \
+                 device can hold",
+                blocks_and_bytes(smallest),
+                blocks_and_bytes(MAX_METADATA_BLOCKS)
+            );
+        }
+        if have < smallest {
+            bail!(
+                "Output file too small: {output} holds {} ({bytes} bytes); the metadata needs \
+                 at least {}",
+                plural(have),
+                blocks_and_bytes(smallest)
+            );
+        }
+        Ok(have.min(MAX_METADATA_BLOCKS))
+    }
+}
+
+/// Smallest binary-metadata output the tools accept, in blocks.
+pub const MIN_OUTPUT_BLOCKS: u64 = 10;
+
+fn plural(blocks: u64) -> String {
+    if blocks == 1 {
+        "1 block".to_string()
+    } else {
+        format!("{blocks} blocks")
+    }
+}
+
+/// "38 blocks (155648 bytes)".
+fn blocks_and_bytes(blocks: u64) -> String {
+    format!("{} ({} bytes)", plural(blocks), blocks * BLOCK_SIZE as u64)
 }
 
 fn located(path: &Path, e: XmlError) -> anyhow::Error {
@@ -631,15 +682,38 @@ pub fn restore(
     sink: &mut dyn BlockSink,
     nr_blocks: u64,
 ) -> Result<Superblock> {
+    let (plan, usable) = plan_for(
+        xml_path,
+        overrides,
+        "the output",
+        nr_blocks * BLOCK_SIZE as u64,
+    )?;
+    build(xml_path, &plan, overrides, sink, usable)
+}
+
+/// Restores `xml` onto an output of `bytes` bytes named `output`, which
+/// `open` opens only once the metadata is validated and known to fit.
+pub fn restore_to<S: BlockSink>(
+    xml_path: &Path,
+    overrides: &Overrides,
+    output: &str,
+    bytes: u64,
+    open: impl FnOnce() -> Result<S>,
+) -> Result<Superblock> {
+    let (plan, usable) = plan_for(xml_path, overrides, output, bytes)?;
+    let mut sink = open()?;
+    build(xml_path, &plan, overrides, &mut sink, usable)
+}
+
+/// The plan of a restore and the blocks of the output it may use.
+fn plan_for(
+    xml_path: &Path,
+    overrides: &Overrides,
+    output: &str,
+    bytes: u64,
+) -> Result<(Plan, u64)> {
     let plan = validate(xml_path, overrides)?;
     phases::phase("restore: validated");
-    let usable = nr_blocks.min(MAX_METADATA_BLOCKS);
-    let needed = plan.blocks_needed(usable);
-    if needed > usable {
-        bail!(
-            "out of metadata space: the metadata needs {needed} blocks ({} bytes) but the output holds {usable}",
-            needed * BLOCK_SIZE as u64
-        );
-    }
-    build(xml_path, &plan, overrides, sink, nr_blocks)
+    let usable = plan.room(output, bytes)?;
+    Ok((plan, usable))
 }

@@ -3,13 +3,19 @@
 //! touched, so that only the named inconsistency remains. For tests, the
 //! damage matrix and the thin_generate_damage developer tool.
 
+mod delete;
+mod kinds;
+
+pub use kinds::{Applied, AtRisk, Damage, Severity, STALE_LEAKS};
+
 use std::path::Path;
 
 use crate::io::checksum::{seal, BlockKind};
 use crate::io::BlockSource;
 use crate::pdata::btree::node::NodeView;
+use crate::pdata::btree::node::NODE_HEADER_SIZE;
 use crate::pdata::btree::walk::read_entries;
-use crate::pdata::space_map::bitmap::{self, IndexEntry, ENTRIES_PER_BITMAP};
+use crate::pdata::space_map::bitmap::{self, IndexEntry, ENTRIES_PER_BITMAP, OVERFLOW};
 use crate::thin::superblock::Superblock;
 
 pub const BS: usize = 4096;
@@ -226,198 +232,185 @@ impl Image {
         let (_, root) = *self.device_roots().first()?;
         Some(self.first_leaf(root))
     }
-}
 
-/// The damages this module can make, each leaving exactly one kind of
-/// inconsistency (named after the kernel bug signature where there is one).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Damage {
-    NodeChecksum,
-    LeakedMetadataBlock,
-    UnderCountedSharedNode,
-    OverCountedNode,
-    LeakedDataBlock,
-    UnderCountedDataBlock,
-    SwappedKeys,
-    NrEntriesOverMax,
-    DataBlockBeyondEnd,
-    ChildBeyondDevice,
-    SuperblockChecksum,
-    WrongMappedBlocks,
-    DeviceMissingFromTopLevel,
-    BitmapChecksum,
-    WrongNodeBlocknr,
-}
+    pub fn node(&self, b: u64) -> NodeView<'_> {
+        NodeView::new(self.block(b))
+    }
 
-impl Damage {
-    pub const ALL: [Damage; 15] = [
-        Damage::NodeChecksum,
-        Damage::LeakedMetadataBlock,
-        Damage::UnderCountedSharedNode,
-        Damage::OverCountedNode,
-        Damage::LeakedDataBlock,
-        Damage::UnderCountedDataBlock,
-        Damage::SwappedKeys,
-        Damage::NrEntriesOverMax,
-        Damage::DataBlockBeyondEnd,
-        Damage::ChildBeyondDevice,
-        Damage::SuperblockChecksum,
-        Damage::WrongMappedBlocks,
-        Damage::DeviceMissingFromTopLevel,
-        Damage::BitmapChecksum,
-        Damage::WrongNodeBlocknr,
-    ];
+    /// An internal node of a device tree whose children are leaves, with
+    /// at least two of them: the first device's, else any device's.
+    fn bottom_internal_node(&self) -> Option<u64> {
+        for (_, root) in self.device_roots() {
+            let mut b = root;
+            loop {
+                let node = self.node(b);
+                if node.is_leaf() {
+                    break;
+                }
+                let child = node.value_u64(0);
+                if self.node(child).is_leaf() {
+                    if node.nr_entries() >= 2 {
+                        return Some(b);
+                    }
+                    break;
+                }
+                b = child;
+            }
+        }
+        None
+    }
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Damage::NodeChecksum => "node-checksum",
-            Damage::LeakedMetadataBlock => "leaked-metadata-block",
-            Damage::UnderCountedSharedNode => "under-counted-shared-node",
-            Damage::OverCountedNode => "over-counted-node",
-            Damage::LeakedDataBlock => "leaked-data-block",
-            Damage::UnderCountedDataBlock => "under-counted-data-block",
-            Damage::SwappedKeys => "swapped-keys",
-            Damage::NrEntriesOverMax => "nr-entries-over-max",
-            Damage::DataBlockBeyondEnd => "data-block-beyond-end",
-            Damage::ChildBeyondDevice => "child-beyond-device",
-            Damage::SuperblockChecksum => "superblock-checksum",
-            Damage::WrongMappedBlocks => "wrong-mapped-blocks",
-            Damage::DeviceMissingFromTopLevel => "device-missing-from-top-level",
-            Damage::BitmapChecksum => "bitmap-checksum",
-            Damage::WrongNodeBlocknr => "wrong-node-blocknr",
+    pub fn set_key(&mut self, node: u64, i: usize, key: u64) {
+        self.put_u64(node, NODE_HEADER_SIZE + i * 8, key);
+        self.reseal_node(node);
+    }
+
+    /// Removes entry `i` of a node, closing the gap.
+    pub fn remove_entry(&mut self, node: u64, i: usize) {
+        let v = self.node(node);
+        let (n, max, vs) = (
+            v.nr_entries() as usize,
+            v.max_entries() as usize,
+            v.value_size() as usize,
+        );
+        let b = self.block_mut(node);
+        let keys = NODE_HEADER_SIZE;
+        b.copy_within(keys + (i + 1) * 8..keys + n * 8, keys + i * 8);
+        let values = keys + max * 8;
+        b.copy_within(values + (i + 1) * vs..values + n * vs, values + i * vs);
+        self.set_nr_entries(node, n as u32 - 1);
+    }
+
+    /// Copies node `from` to block `to`, recording its new location.
+    fn copy_node(&mut self, from: u64, to: u64) {
+        let content = self.block(from).to_vec();
+        self.block_mut(to).copy_from_slice(&content);
+        self.put_u64(to, 8, to);
+        self.reseal_node(to);
+    }
+
+    fn ref_count_root(&self, data: bool) -> u64 {
+        let sb = self.superblock();
+        if data {
+            sb.data_sm_root.ref_count_root
+        } else {
+            sb.metadata_sm_root.ref_count_root
         }
     }
 
-    pub fn from_name(name: &str) -> Option<Damage> {
-        Damage::ALL.into_iter().find(|d| d.name() == name)
+    /// The ref-count tree leaf and entry holding block `b`'s count.
+    fn ref_count_entry(&self, data: bool, b: u64) -> Option<(u64, u32)> {
+        let mut node_b = self.ref_count_root(data);
+        loop {
+            let node = self.node(node_b);
+            let n = node.nr_entries();
+            let pos = (0..n).rev().find(|&e| node.key(e) <= b)?;
+            if node.is_leaf() {
+                return (node.key(pos) == b).then_some((node_b, pos));
+            }
+            node_b = node.value_u64(pos);
+        }
     }
 
-    /// Leaks (stored counts above the references) endanger no data.
-    pub fn is_leak(self) -> bool {
-        matches!(
-            self,
-            Damage::LeakedMetadataBlock | Damage::OverCountedNode | Damage::LeakedDataBlock
-        )
+    /// The exact count of block `b` in the data or metadata space map.
+    pub fn count(&self, data: bool, b: u64) -> u32 {
+        match self.stored_count(data, b) {
+            OVERFLOW => self
+                .ref_count_entry(data, b)
+                .map_or(3, |(leaf, i)| self.node(leaf).value_u32(i)),
+            c => c as u32,
+        }
     }
 
-    /// Applies the damage; returns the block it is at.
-    pub fn apply(self, image: &mut Image) -> Result<u64, String> {
-        let none = |what: &str| format!("{}: the image has no {what}", self.name());
-        let leaf = image
-            .first_leaf_of_first_device()
-            .ok_or_else(|| none("device"))?;
-        Ok(match self {
-            Damage::NodeChecksum => {
-                image.block_mut(leaf)[2000] ^= 0x40;
-                leaf
+    /// Sets the exact count of block `b`, keeping the counters and the
+    /// ref-count tree consistent. Counts may not newly reach three.
+    pub fn set_count(&mut self, data: bool, b: u64, count: u32) -> Result<(), String> {
+        let old = self.count(data, b);
+        if old == count {
+            return Ok(());
+        }
+        match (old >= 3, count >= 3) {
+            (false, false) => self.set_stored_count(data, b, count as u8),
+            (true, true) => {
+                let (leaf, i) = self
+                    .ref_count_entry(data, b)
+                    .ok_or(format!("block {b}: no ref-count entry"))?;
+                let max = self.node(leaf).max_entries() as usize;
+                let off = NODE_HEADER_SIZE + max * 8 + i as usize * 4;
+                self.block_mut(leaf)[off..off + 4].copy_from_slice(&count.to_le_bytes());
+                self.reseal_node(leaf);
             }
-            Damage::LeakedMetadataBlock => {
-                let b = image
-                    .try_find_block_with_count(false, 0)
-                    .ok_or_else(|| none("free metadata block"))?;
-                image.set_stored_count(false, b, 1);
-                b
-            }
-            Damage::UnderCountedSharedNode => {
-                let b = image
-                    .a_node_counted(2..=3)
-                    .ok_or_else(|| none("shared node"))?;
-                image.set_stored_count(false, b, 1);
-                b
-            }
-            Damage::OverCountedNode => {
-                let b = image
-                    .a_node_counted(1..=1)
-                    .ok_or_else(|| none("unshared node"))?;
-                image.set_stored_count(false, b, 2);
-                b
-            }
-            Damage::LeakedDataBlock => {
-                let b = image
-                    .try_find_block_with_count(true, 0)
-                    .ok_or_else(|| none("free data block"))?;
-                image.set_stored_count(true, b, 1);
-                b
-            }
-            Damage::UnderCountedDataBlock => {
-                // A block two leaves share loses one count; failing that,
-                // a used block is marked free (the FILO bug's two faces).
-                match image.try_find_block_with_count(true, 2) {
-                    Some(b) => {
-                        image.set_stored_count(true, b, 1);
-                        b
-                    }
-                    None => {
-                        let b = image
-                            .try_find_block_with_count(true, 1)
-                            .ok_or_else(|| none("used data block"))?;
-                        image.set_stored_count(true, b, 0);
-                        b
+            (true, false) => {
+                self.set_stored_count(data, b, count as u8);
+                // The kernel drops the ref-count entry; a lone root leaf
+                // may shrink freely, a deeper tree's leaves must stay a
+                // third full, so there the stale entry stays (unread).
+                if let Some((leaf, i)) = self.ref_count_entry(data, b) {
+                    let node = self.node(leaf);
+                    if leaf == self.ref_count_root(data)
+                        || node.nr_entries() > node.max_entries() / 3
+                    {
+                        self.remove_entry(leaf, i as usize);
                     }
                 }
             }
-            Damage::SwappedKeys => {
-                if NodeView::new(image.block(leaf)).nr_entries() < 2 {
-                    return Err(none("leaf with two entries"));
-                }
-                image.swap_entries(leaf, 0, 1);
-                leaf
-            }
-            Damage::NrEntriesOverMax => {
-                let max = NodeView::new(image.block(leaf)).max_entries();
-                image.set_nr_entries(leaf, max + 1);
-                leaf
-            }
-            Damage::DataBlockBeyondEnd => {
-                let nr = image.superblock().data_sm_root.nr_blocks;
-                image.set_value_u64(leaf, 0, (nr + 5) << 24);
-                leaf
-            }
-            Damage::ChildBeyondDevice => {
-                let node = image
-                    .an_internal_node()
-                    .ok_or_else(|| none("internal node"))?;
-                let beyond = (image.bytes.len() / BS) as u64 + 1000;
-                image.set_value_u64(node, 0, beyond);
-                node
-            }
-            Damage::SuperblockChecksum => {
-                image.block_mut(0)[1000] ^= 0xff;
-                0
-            }
-            Damage::WrongMappedBlocks => {
-                let details = image.superblock().details_root;
-                if !NodeView::new(image.block(details)).is_leaf() {
-                    return Err(none("single-leaf details tree"));
-                }
-                let max = NodeView::new(image.block(details)).max_entries() as usize;
-                let off = 32 + max * 8;
-                let v = u64::from_le_bytes(image.block(details)[off..off + 8].try_into().unwrap());
-                image.block_mut(details)[off..off + 8].copy_from_slice(&(v + 1).to_le_bytes());
-                image.reseal_node(details);
-                details
-            }
-            Damage::DeviceMissingFromTopLevel => {
-                let top = image.superblock().mapping_root;
-                let node = NodeView::new(image.block(top));
-                if !node.is_leaf() || node.nr_entries() == 0 {
-                    return Err(none("single-leaf top-level tree"));
-                }
-                let n = node.nr_entries();
-                image.set_nr_entries(top, n - 1);
-                top
-            }
-            Damage::BitmapChecksum => {
-                let index = image.superblock().metadata_sm_root.bitmap_root;
-                let bm = bitmap::metadata_index_entry(image.block(index), 0).blocknr;
-                image.block_mut(bm)[4000] ^= 0x01;
-                bm
-            }
-            Damage::WrongNodeBlocknr => {
-                image.block_mut(leaf)[8..16].copy_from_slice(&(leaf + 1).to_le_bytes());
-                image.reseal_node(leaf);
-                leaf
-            }
+            (false, true) => return Err(format!("block {b}: cannot raise a count to {count}")),
+        }
+        Ok(())
+    }
+
+    /// A free metadata block, now counted once.
+    fn allocate(&mut self) -> Option<u64> {
+        let b = (1..self.superblock().metadata_sm_root.nr_blocks)
+            .find(|&b| self.stored_count(false, b) == 0)?;
+        self.set_stored_count(false, b, 1);
+        Some(b)
+    }
+
+    /// A free metadata block whose checksum is no block kind's (the
+    /// kernel leaves old nodes and space-map blocks in free blocks).
+    fn free_non_node(&self) -> Option<u64> {
+        (1..self.superblock().metadata_sm_root.nr_blocks).find(|&b| {
+            self.stored_count(false, b) == 0
+                && crate::io::checksum::kind_of(self.block(b)).is_none()
         })
+    }
+
+    /// Drops one reference to the node at `b`, as the kernel's btree
+    /// delete does: the last reference going releases its children, or a
+    /// leaf's data blocks.
+    pub fn release_node(&mut self, b: u64) -> Result<(), String> {
+        let c = self.count(false, b);
+        if c == 0 {
+            return Err(format!("node {b} is already free"));
+        }
+        self.set_count(false, b, c - 1)?;
+        if c > 1 {
+            return Ok(());
+        }
+        let node = self.node(b);
+        let values: Vec<u64> = (0..node.nr_entries()).map(|i| node.value_u64(i)).collect();
+        if node.is_leaf() {
+            for v in values {
+                let d = crate::thin::block_time::BlockTime::unpack(v).block;
+                let c = self.count(true, d);
+                if c > 0 {
+                    self.set_count(true, d, c - 1)?;
+                }
+            }
+        } else {
+            for child in values {
+                self.release_node(child)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets a bitmap entry alone, leaving the index entry and the
+    /// superblock's nr_allocated as they were.
+    fn set_bitmap_entry_only(&mut self, b: u64, count: u8) {
+        let (_, ie) = self.metadata_index((b / ENTRIES_PER_BITMAP) as usize);
+        bitmap::set_entry(self.block_mut(ie.blocknr), b % ENTRIES_PER_BITMAP, count);
+        seal(self.block_mut(ie.blocknr), BlockKind::Bitmap);
     }
 }
