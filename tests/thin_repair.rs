@@ -209,9 +209,10 @@ fn a_damaged_leaf_loses_only_what_is_wrong() {
         return;
     }
     type Damage = fn(&mut Image, u64);
+    type Lost = fn(&[u64]) -> Vec<u64>;
     // What each damage costs of the leaf's keys: an unreadable leaf all of
     // them, two swapped neighbours those two, an overfull count nothing.
-    let kinds: [(&str, Damage, fn(&[u64]) -> Vec<u64>); 3] = [
+    let kinds: [(&str, Damage, Lost); 3] = [
         (
             "flipped byte",
             |img, leaf| img.block_mut(leaf)[3000] ^= 0x10,
