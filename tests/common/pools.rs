@@ -2,8 +2,8 @@
 //! ../shared when it is there, the project's own fixtures, and a
 //! generated pool with snapshots.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::io::{Read, Write};
+use std::path::Path;
 
 use super::Scratch;
 
@@ -17,23 +17,27 @@ fn gunzip(path: &Path) -> Option<Vec<u8>> {
 }
 
 /// (name, image) of every pool there is; a pool of ../shared that is
-/// missing is named in one printed line and left out.
+/// missing is named in one line on the terminal and left out.
 pub fn damage_pools(scratch: &Scratch) -> Vec<(&'static str, Vec<u8>)> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let shared = root.join("../shared/fixtures");
     let mut out = Vec::new();
     for (name, path) in [
-        ("tmeta", shared.join("reference/tmeta.bin.gz")),
+        ("tmeta", super::reference_dir().join("tmeta.bin.gz")),
         (
             "kernel_snaps",
-            shared.join("kernel/tmeta_kernel_snaps.bin.gz"),
+            super::kernel_dir().join("tmeta_kernel_snaps.bin.gz"),
         ),
-        ("snapshots", root.join("fixtures/snapshots.bin.gz")),
-        ("plain", root.join("fixtures/plain.bin.gz")),
+        ("snapshots", super::own_fixture("snapshots.bin.gz")),
+        ("plain", super::own_fixture("plain.bin.gz")),
     ] {
         match gunzip(&path) {
             Some(bytes) => out.push((name, bytes)),
-            None => println!("skipping pool {name}: {} is missing", path.display()),
+            None => {
+                let line = format!(
+                    "SKIPPED pool {name}: needs {} (not found)\n",
+                    path.display()
+                );
+                let _ = std::io::stderr().write_all(line.as_bytes());
+            }
         }
     }
     let generated = scratch.path("generated.bin");
@@ -42,4 +46,9 @@ pub fn damage_pools(scratch: &Scratch) -> Vec<(&'static str, Vec<u8>)> {
         super::gen::snapshot_pool(&scratch.dir, &generated),
     ));
     out
+}
+
+/// One of ../shared's kernel-written images, if it is there.
+pub fn kernel_image(name: &str) -> Option<Vec<u8>> {
+    gunzip(&super::kernel_dir().join(format!("{name}.bin.gz")))
 }
