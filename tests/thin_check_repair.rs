@@ -66,7 +66,9 @@ fn auto_repair_fixes_metadata_and_data_leaks_writing_only_free_blocks() {
     let (exit, err) = tool(&path, &["--auto-repair"]);
     assert_eq!(exit, 0, "{err}");
     assert!(
-        err.contains("repairing leaks: 16 metadata block(s), 5 data block(s)"),
+        err.contains(
+            "repairing the space maps: 16 leaked metadata block(s), 5 leaked data block(s)"
+        ),
         "{err}"
     );
     let (exit, err) = tool(&path, &[]);
