@@ -287,8 +287,12 @@ fn output_rules() {
     let small = zeroed(&scratch, "small", 64 * 4096);
     let o = restore_cmd(&xml_path, &small, &[]);
     assert_eq!(code(&o), 64);
+    let small_path = small.display();
     assert!(
-        stderr(&o).contains("out of metadata space"),
+        stderr(&o).contains(&format!(
+            "Output file too small (out of metadata space): '{small_path}' holds 64 blocks \
+             (262144 bytes); the metadata needs at least 272 blocks (1114112 bytes)"
+        )),
         "{}",
         stderr(&o)
     );

@@ -124,8 +124,8 @@ impl Plan {
         }
         if have < smallest {
             bail!(
-                "Output file too small: {output} holds {} ({bytes} bytes); the metadata needs \
-                 at least {}",
+                "Output file too small (out of metadata space): {output} holds {} ({bytes} bytes); \
+                 the metadata needs at least {}",
                 plural(have),
                 blocks_and_bytes(smallest)
             );
