@@ -8,7 +8,7 @@ use clap::{ArgAction, Parser};
 
 use super::output::metadata_output;
 use crate::io::input::check_path;
-use crate::thin::restore::{restore, Overrides};
+use crate::thin::restore::{keep, restore_keeping, Overrides};
 
 /// Build binary thin-pool metadata from XML
 #[derive(Parser, Debug)]
@@ -57,7 +57,9 @@ fn run_cli(cli: Cli) -> Result<()> {
         nr_data_blocks: cli.overrides.nr_data_blocks,
     };
     let (mut sink, nr_blocks) = metadata_output(&cli.output)?;
+    // A transaction already there stays whole until the new superblock.
+    let keep = keep::blocks_in_use(&cli.output);
     // The whole XML is validated and sized before anything is written.
-    restore(&cli.input, &overrides, &mut sink, nr_blocks)?;
+    restore_keeping(&cli.input, &overrides, &mut sink, nr_blocks, keep)?;
     Ok(())
 }

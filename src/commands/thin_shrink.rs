@@ -11,7 +11,7 @@ use super::output::metadata_output;
 use crate::io::input::{check_binary, check_path};
 use crate::io::source::{BlockSource, OpenOptions};
 use crate::thin::dump::{dump, DumpOptions, Format};
-use crate::thin::restore::{restore, validate, Overrides};
+use crate::thin::restore::{keep, restore_keeping, validate, Overrides};
 use crate::thin::shrink::{copy_data, data_block_size, shrink_xml};
 
 /// Shrink a pool's data size, moving the data beyond it
@@ -120,7 +120,8 @@ fn run_cli(cli: Cli) -> Result<()> {
     }
     if cli.binary {
         let (mut sink, nr_blocks) = metadata_output(&cli.output)?;
-        restore(&shrunk.0, &Overrides::default(), &mut sink, nr_blocks)?;
+        let keep = keep::blocks_in_use(&cli.output);
+        restore_keeping(&shrunk.0, &Overrides::default(), &mut sink, nr_blocks, keep)?;
     } else {
         std::fs::copy(&shrunk.0, &cli.output)
             .with_context(|| format!("cannot write '{}'", cli.output.display()))?;
