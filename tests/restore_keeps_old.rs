@@ -1,8 +1,8 @@
 //! thin_restore and thin_repair over a device that holds a valid
 //! transaction build the new metadata beside it: a crash after any number
 //! of writes leaves the old transaction whole or the new one, never a
-//! device with neither (the kernel tier's power cuts found the window in
-//! which block 0 had been invalidated and nothing replaced it).
+//! device with neither (before, block 0 was invalidated first, and a cut
+//! before the final superblock left no valid transaction at all).
 
 mod common;
 
