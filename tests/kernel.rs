@@ -7,6 +7,8 @@
 mod common;
 #[path = "kernel/cpio.rs"]
 mod cpio;
+#[path = "kernel/cuts.rs"]
+mod cuts;
 #[path = "kernel/harness.rs"]
 mod harness;
 #[path = "kernel/thin.rs"]
@@ -14,8 +16,11 @@ mod thin;
 
 use std::time::Duration;
 
-use common::Scratch;
-use harness::{env, sparse_file, Vm};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::{code, run, stderr, stdout, Scratch};
+use harness::{env, sparse_copy, sparse_file, Outcome, Vm};
 
 const MIB: u64 = 1 << 20;
 
@@ -28,7 +33,7 @@ fn boot_loads_the_dm_targets() {
     let out = Vm::new("boot", &s.dir)
         .script("dmsetup targets | while read -r t v; do say target $t $v; done")
         .script(&std::env::var("KDBG").unwrap_or_default())
-        .timeout(Duration::from_secs(60))
+        .timeout(Duration::from_secs(120))
         .run(env);
     println!("boot: {:?}\n{}", out.elapsed, out.log);
     out.assert_ok();
@@ -43,24 +48,490 @@ fn boot_loads_the_dm_targets() {
     }
 }
 
-#[test]
-fn thin_kernel_writes_dmpd_reads() {
-    let Some(env) = env("thin_kernel_writes_dmpd_reads") else {
-        return;
-    };
-    let s = Scratch::new("kernel-thin");
+/// The thin devices the workload leaves: dm name and thin id.
+const THIN_DEVS: [(&str, u64); 5] = [("t0", 0), ("t1", 1), ("t2", 2), ("t3", 3), ("t5", 5)];
+
+/// Runs the thin workload (tests/kernel/guest/thin_workload.sh) on a fresh
+/// 8 MiB metadata and 256 MiB data disk; returns the run and the disks.
+fn thin_workload(
+    env: &harness::Env,
+    s: &Scratch,
+    hold: bool,
+    seed: u32,
+) -> (Outcome, PathBuf, PathBuf) {
     let meta = s.path("meta");
     let data = s.path("data");
     sparse_file(&meta, 8 * MIB);
     sparse_file(&data, 256 * MIB);
-    let out = Vm::new("thin", &s.dir)
+    let out = Vm::new(&format!("thin-hold{}", hold as u8), &s.dir)
         .disk("meta", &meta)
         .disk("data", &data)
-        .script("HOLD=1 SEED=1")
+        .script(&format!("HOLD={} SEED={seed}", hold as u8))
         .script(include_str!("kernel/guest/thin_workload.sh"))
         .run(env);
-    println!("thin workload: {:?}", out.elapsed);
+    println!("thin workload (hold {hold}): {:.1?}", out.elapsed);
     out.assert_ok();
-    let devs = [("t0", 0), ("t1", 1), ("t2", 2), ("t3", 3), ("t5", 5)];
-    thin::agree(env, &out, &meta, "pool", &devs);
+    (out, meta, data)
+}
+
+fn ok(o: &std::process::Output, what: &str) {
+    assert_eq!(code(o), 0, "{what}:\n{}{}", stdout(o), stderr(o));
+}
+
+/// One copy of the workload's pool rewritten by a dmpd writer, for the
+/// kernel to activate.
+struct Variant {
+    /// Prefix of its dm names in the guest.
+    name: &'static str,
+    meta: PathBuf,
+    data: PathBuf,
+    /// Whether every device must read exactly as the kernel left it.
+    same_data: bool,
+    /// thin_ls of the metadata as dmpd wrote it (before the kernel's writes).
+    mapped: BTreeMap<u64, u64>,
+}
+
+fn variant(
+    s: &Scratch,
+    name: &'static str,
+    meta: &Path,
+    data: &Path,
+    write: impl FnOnce(&Path, &Path, &Path),
+) -> Variant {
+    let vmeta = s.path(&format!("{name}.meta"));
+    let vdata = s.path(&format!("{name}.data"));
+    sparse_file(&vmeta, 8 * MIB);
+    sparse_copy(data, &vdata);
+    write(meta, &vmeta, &vdata);
+    let mapped = thin::ls_mapped(&vmeta, &[]);
+    Variant {
+        name,
+        meta: vmeta,
+        data: vdata,
+        same_data: true,
+        mapped,
+    }
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// A damaged copy of `meta` (thin_generate_damage KIND).
+fn damaged(s: &Scratch, meta: &Path, kind: &str) -> PathBuf {
+    let copy = s.path(&format!("damaged-{kind}"));
+    std::fs::copy(meta, &copy).unwrap();
+    ok(
+        &run("thin_generate_damage", &["--kind", kind, p(&copy)]),
+        kind,
+    );
+    copy
+}
+
+/// Kernel writes, dmpd reads; then dmpd writes (thin_restore, thin_repair
+/// of healthy and damaged copies, thin_check --auto-repair, thin_shrink)
+/// and the kernel reads: every device's sha256 as the kernel left it, the
+/// kernel's status as dmpd's metadata says, and after the kernel's own
+/// writes (provision, snapshot, delete) dmpd's check and status agreement.
+#[test]
+fn thin_kernel_writes_dmpd_reads_and_back() {
+    let Some(env) = env("thin_kernel_writes_dmpd_reads_and_back") else {
+        return;
+    };
+    let s = Scratch::new("kernel-thin");
+    let (out, meta, data) = thin_workload(env, &s, true, 1);
+    thin::agree(&out, "status", &meta, "pool", &THIN_DEVS);
+    out.save_fixture("tmeta_tier_snaps_held", &meta);
+    let origin = thin::shas(&out);
+    let st = thin::pool_status(&out, "status", "pool");
+    let out0 = &out;
+
+    let xml = s.path("pool.xml");
+    ok(&run("thin_dump", &[p(&meta), "-o", p(&xml)]), "thin_dump");
+    let shrunk_blocks = st.data_used + 100;
+    let mut variants = vec![
+        variant(&s, "rs", &meta, &data, |_, m, _| {
+            ok(
+                &run("thin_restore", &["-i", p(&xml), "-o", p(m)]),
+                "thin_restore",
+            )
+        }),
+        variant(&s, "rp", &meta, &data, |i, m, _| {
+            ok(
+                &run("thin_repair", &["-i", p(i), "-o", p(m)]),
+                "thin_repair",
+            )
+        }),
+        variant(&s, "rb", &meta, &data, |i, m, _| {
+            let d = damaged(&s, i, "bitmap-checksum");
+            ok(
+                &run("thin_repair", &["-i", p(&d), "-o", p(m)]),
+                "thin_repair of bitmap-checksum",
+            )
+        }),
+        variant(&s, "ar", &meta, &data, |i, m, _| {
+            let d = damaged(&s, i, "leaked-data-block");
+            ok(
+                &run("thin_check", &["--auto-repair", p(&d)]),
+                "thin_check --auto-repair",
+            );
+            std::fs::copy(&d, m).unwrap();
+        }),
+        variant(&s, "sh", &meta, &data, |i, m, d| {
+            let n = shrunk_blocks.to_string();
+            let o = run(
+                "thin_shrink",
+                &[
+                    "--binary",
+                    "-i",
+                    p(i),
+                    "-o",
+                    p(m),
+                    "--data",
+                    p(d),
+                    "--nr-blocks",
+                    &n,
+                ],
+            );
+            ok(&o, "thin_shrink");
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(d)
+                .unwrap()
+                .set_len(shrunk_blocks * 64 * 1024)
+                .unwrap();
+        }),
+    ];
+    let mut lossy = variant(&s, "rn", &meta, &data, |i, m, _| {
+        let d = damaged(&s, i, "node-checksum");
+        ok(
+            &run("thin_repair", &["-i", p(&d), "-o", p(m)]),
+            "thin_repair of node-checksum",
+        )
+    });
+    lossy.same_data = false;
+    variants.push(lossy);
+    for v in &variants {
+        thin::check_clean(&v.meta, &[]);
+        // Kept for reading after a failure (the kernel writes to v.meta).
+        let _ = std::fs::copy(&v.meta, env.work.join(format!("{}.meta", v.name)));
+    }
+    let _ = std::fs::copy(&meta, env.work.join("thin-hold1.meta"));
+
+    // Two VMs, three pools each; each activates the devices dmpd's
+    // metadata holds (a lossy repair may have dropped some).
+    let runs: Vec<Outcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = variants
+            .chunks(3)
+            .enumerate()
+            .map(|(n, chunk)| {
+                let mut vm = Vm::new(&format!("thin-back{n}"), &s.dir).script("SZ=32768");
+                for v in chunk {
+                    vm = vm
+                        .disk(&format!("{}m", v.name), &v.meta)
+                        .disk(&format!("{}d", v.name), &v.data);
+                    let ids: Vec<String> = v.mapped.keys().map(u64::to_string).collect();
+                    vm = vm.script(&format!(
+                        "verify_pool {0} $D_{0}m $D_{0}d {1}",
+                        v.name,
+                        ids.join(" ")
+                    ));
+                }
+                scope.spawn(move || vm.timeout(Duration::from_secs(600)).run(env))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (chunk, out) in variants.chunks(3).zip(&runs) {
+        println!("{}: {:.1?}", out.name, out.elapsed);
+        out.assert_ok();
+        let shas = thin::shas(out);
+        for v in chunk {
+            let pool = format!("{}-pool", v.name);
+            // The kernel's view of dmpd's metadata: mapped blocks per device.
+            let kernel: BTreeMap<u64, u64> = THIN_DEVS
+                .iter()
+                .map(|(_, id)| {
+                    (
+                        *id,
+                        thin::mapped_sectors(out, "before", &format!("{}-t{id}", v.name)) / 128,
+                    )
+                })
+                .collect();
+            assert_eq!(
+                kernel, v.mapped,
+                "{}: kernel's mapped blocks vs dmpd's",
+                v.name
+            );
+            // Every device must read as the kernel left it; after a lossy
+            // repair, those that kept all their mappings.
+            for (dev, id) in THIN_DEVS {
+                let kept = v.mapped.get(&id).copied()
+                    == Some(thin::mapped_sectors(out0, "status", dev) / 128);
+                if v.same_data || kept {
+                    assert_eq!(
+                        shas[&format!("{}-t{id}", v.name)],
+                        origin[dev],
+                        "{}: thin {id} reads differently",
+                        v.name
+                    );
+                }
+            }
+            // After the kernel's own writes: checks pass, dmpd agrees.
+            // The kernel deleted the last device and made 100 and 101.
+            let last = *v.mapped.keys().next_back().unwrap();
+            let devs: Vec<(String, u64)> = v
+                .mapped
+                .keys()
+                .filter(|id| **id != last)
+                .chain(&[100, 101])
+                .map(|id| (format!("{}-t{id}", v.name), *id))
+                .collect();
+            let devs: Vec<(&str, u64)> = devs.iter().map(|(n, id)| (n.as_str(), *id)).collect();
+            thin::agree(out, "after", &v.meta, &pool, &devs);
+        }
+    }
+}
+
+/// Kernel writes: a pool grown while in use (data and metadata, both
+/// across a space-map bitmap boundary; the metadata through the kernel's
+/// bootstrap-mode extension). dmpd's checkers and listings agree with
+/// the kernel's status.
+#[test]
+fn thin_pool_resized_by_the_kernel() {
+    let Some(env) = env("thin_pool_resized_by_the_kernel") else {
+        return;
+    };
+    let s = Scratch::new("kernel-resize");
+    let meta = s.path("meta");
+    let data = s.path("data");
+    sparse_file(&meta, 80 * MIB);
+    sparse_file(&data, 1100 * MIB);
+    let out = Vm::new("thin-resize", &s.dir)
+        .disk("meta", &meta)
+        .disk("data", &data)
+        .script(include_str!("kernel/guest/thin_resize.sh"))
+        .run(env);
+    println!("thin resize: {:.1?}", out.elapsed);
+    out.assert_ok();
+    let st = thin::pool_status(&out, "status", "pool");
+    assert_eq!((st.meta_total, st.data_total), (18432, 17600), "{st:?}");
+    thin::agree(&out, "status", &meta, "pool", &[("t0", 0), ("t1", 1)]);
+    out.save_fixture("tmeta_tier_resized", &meta);
+}
+
+/// Live tools: every dmpd tool refuses the metadata device of an active
+/// pool with a clear message; the -m readers read a reserved metadata
+/// snapshot of the pool in use.
+#[test]
+fn thin_live_pool_is_refused_but_snapshot_readable() {
+    let Some(env) = env("thin_live_pool_is_refused_but_snapshot_readable") else {
+        return;
+    };
+    let s = Scratch::new("kernel-live");
+    let meta = s.path("meta");
+    let data = s.path("data");
+    sparse_file(&meta, 8 * MIB);
+    sparse_file(&data, 128 * MIB);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let pack = s.path("snap.pack");
+    let img = s.path("snap.bin");
+    sparse_file(&img, 8 * MIB);
+    let xml = fixture.join("snapshots.xml");
+    ok(
+        &run("thin_restore", &["-i", p(&xml), "-o", p(&img)]),
+        "thin_restore",
+    );
+    ok(
+        &run("thin_metadata_pack", &["-i", p(&img), "-o", p(&pack)]),
+        "thin_metadata_pack",
+    );
+    let out = Vm::new("thin-live", &s.dir)
+        .disk("meta", &meta)
+        .disk("data", &data)
+        .file("/data/snap.xml", std::fs::read(&xml).unwrap())
+        .file("/data/snap.pack", std::fs::read(&pack).unwrap())
+        .script(include_str!("kernel/guest/thin_live.sh"))
+        .run(env);
+    println!(
+        "thin live: {:.1?}\n{}",
+        out.elapsed,
+        out.values("refused").join("\n")
+    );
+    out.assert_ok();
+    let refused = out.values("refused");
+    assert_eq!(refused.len(), 14, "{refused:?}");
+    for r in &refused {
+        assert!(
+            r.contains("busy") || r.contains("in use"),
+            "refusal does not say the device is in use: {r}"
+        );
+    }
+    assert_eq!(out.values("live-ok").len(), 4);
+    // The kernel's pool is intact after all that.
+    thin::check_clean(&meta, &[]);
+}
+
+/// lvm2 in the loop, with dmpd as its thin_check, thin_repair and
+/// thin_dump: activation checks pass on healthy metadata and fail on
+/// damaged metadata; lvconvert --repair mends it and the volume reads as
+/// written.
+#[test]
+fn lvm2_runs_dmpd_for_thin_pools() {
+    let Some(env) = env("lvm2_runs_dmpd_for_thin_pools") else {
+        return;
+    };
+    if !env.lvm {
+        println!("kernel tier: lvm2 scenario skipped: no lvm on the host (install lvm2)");
+        return;
+    }
+    let s = Scratch::new("kernel-lvm");
+    let pv = s.path("pv");
+    sparse_file(&pv, 512 * MIB);
+    let out = Vm::new("lvm-thin", &s.dir)
+        .disk("pv", &pv)
+        .script("DAMAGE=bitmap-checksum")
+        .script(include_str!("kernel/guest/lvm.sh"))
+        .timeout(Duration::from_secs(300))
+        .run(env);
+    println!(
+        "lvm2 thin: {:.1?}\n{}",
+        out.elapsed,
+        out.values("lvm-log").join("\n")
+    );
+    out.assert_ok();
+    let shas = thin::shas(&out);
+    assert_eq!(shas["created"], shas["activated"]);
+    assert_eq!(shas["created"], shas["repaired"]);
+    assert_eq!(out.values("lvm-refused").len(), 1);
+    let log = out.values("lvm-log").join("\n");
+    for tool in ["/sbin/thin_check", "/sbin/thin_repair", "/sbin/thin_dump"] {
+        assert!(log.contains(tool), "lvm2 did not run {tool}:\n{log}");
+    }
+}
+
+/// Power cuts during dmpd's thin writers: thin_restore over old
+/// metadata, thin_repair onto a device holding old metadata, thin_check
+/// --auto-repair of leaks and --clear-needs-check-flag, each killed at
+/// DMPD_KERNEL_CUTS (default 20) moments spread over its write.
+#[test]
+fn thin_writers_survive_power_cuts() {
+    let Some(env) = env("thin_writers_survive_power_cuts") else {
+        return;
+    };
+    let n: usize = std::env::var("DMPD_KERNEL_CUTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let s = Scratch::new("kernel-cuts");
+    let restored = |name: &str, xml: &str| {
+        let x = s.path(&format!("{name}.xml"));
+        std::fs::write(&x, xml).unwrap();
+        let m = s.path(&format!("{name}.meta"));
+        sparse_file(&m, 16 * MIB);
+        ok(
+            &run("thin_restore", &["-i", p(&x), "-o", p(&m)]),
+            "thin_restore",
+        );
+        (x, m)
+    };
+    let (_, old) = restored("old", &cuts::pool_xml(1, 20000));
+    let (new_xml, new) = restored("new", &cuts::pool_xml(2, 20000));
+    let seen = |m: &Path| cuts::seen(m).unwrap();
+    // The new state each writer should leave, made on the host.
+    let host = |name: &str, from: &Path, args: &[&str]| {
+        let c = s.path(&format!("{name}.host"));
+        std::fs::copy(from, &c).unwrap();
+        let args: Vec<String> = args.iter().map(|a| a.replace("@", p(&c))).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(&run(args[0], &args[1..]), name);
+        seen(&c)
+    };
+    let leaky = s.path("leaky.meta");
+    std::fs::copy(&old, &leaky).unwrap();
+    ok(
+        &run(
+            "thin_generate_damage",
+            &["--kind", "leaked-metadata-block", p(&leaky)],
+        ),
+        "damage",
+    );
+    let flagged = s.path("flagged.meta");
+    std::fs::copy(&leaky, &flagged).unwrap();
+    {
+        let mut sb = thin::superblock(&flagged);
+        sb.flags |= 1;
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&flagged)
+            .unwrap();
+        f.write_all_at(&sb.to_block(), 0).unwrap();
+    }
+    let writers = [
+        cuts::Writer {
+            name: "thin_restore".into(),
+            disks: vec![("meta".into(), old.clone())],
+            judged: "meta".into(),
+            files: vec![("/data/new.xml".into(), std::fs::read(&new_xml).unwrap())],
+            command: "thin_restore -i /data/new.xml -o $D_meta".into(),
+            old: seen(&old),
+            new: host(
+                "restore",
+                &old,
+                &["thin_restore", "-i", p(&new_xml), "-o", "@"],
+            ),
+        },
+        cuts::Writer {
+            name: "thin_repair".into(),
+            disks: vec![("src".into(), new.clone()), ("meta".into(), old.clone())],
+            judged: "meta".into(),
+            files: vec![],
+            command: "thin_repair -i $D_src -o $D_meta".into(),
+            old: seen(&old),
+            new: host("repair", &old, &["thin_repair", "-i", p(&new), "-o", "@"]),
+        },
+        cuts::Writer {
+            name: "auto_repair".into(),
+            disks: vec![("meta".into(), leaky.clone())],
+            judged: "meta".into(),
+            files: vec![],
+            command: "thin_check --auto-repair $D_meta".into(),
+            old: seen(&leaky),
+            new: host("auto", &leaky, &["thin_check", "--auto-repair", "@"]),
+        },
+        cuts::Writer {
+            name: "clear_needs_check".into(),
+            disks: vec![("meta".into(), flagged.clone())],
+            judged: "meta".into(),
+            files: vec![],
+            command: "thin_check --clear-needs-check-flag $D_meta".into(),
+            old: seen(&flagged),
+            new: host(
+                "clear",
+                &flagged,
+                &["thin_check", "--clear-needs-check-flag", "@"],
+            ),
+        },
+    ];
+    let mut failures = Vec::new();
+    for (i, w) in writers.iter().enumerate() {
+        assert_ne!(w.old, w.new, "{}: nothing to write", w.name);
+        let r = w.power_cuts(env, &s.dir, n, 0x5eed + i as u64);
+        let count = |v: &str| r.cuts.iter().filter(|(_, x)| x.as_deref() == Ok(v)).count();
+        println!(
+            "power cuts, {}: write {:.2?}, {} cuts: {} old, {} new",
+            w.name,
+            r.write_time,
+            r.cuts.len(),
+            count("old"),
+            count("new")
+        );
+        for (at, v) in &r.cuts {
+            if let Err(e) = v {
+                failures.push(format!("{} cut at {at:.3?}: {e}", w.name));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

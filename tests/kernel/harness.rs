@@ -32,29 +32,6 @@ const MODULES: &[&str] = &[
 /// At most this many VMs run at once (the machine has two cores).
 const MAX_VMS: usize = 2;
 
-/// The dmpd tools linked under /sbin in the guest.
-const GUEST_TOOLS: &[&str] = &[
-    "thin_check",
-    "thin_dump",
-    "thin_repair",
-    "thin_restore",
-    "thin_ls",
-    "thin_delta",
-    "thin_rmap",
-    "thin_trim",
-    "thin_shrink",
-    "thin_migrate",
-    "cache_check",
-    "cache_dump",
-    "cache_repair",
-    "cache_restore",
-    "cache_writeback",
-    "era_check",
-    "era_dump",
-    "era_restore",
-    "era_invalidate",
-];
-
 pub struct Env {
     qemu: PathBuf,
     kernel: PathBuf,
@@ -65,8 +42,6 @@ pub struct Env {
     pub work: PathBuf,
     /// Where lvm2 was found (the lvm2 scenarios skip without it).
     pub lvm: bool,
-    /// Debian's 0.9.0 thin_check on the host, the independent checker.
-    pub debian_thin_check: Option<PathBuf>,
     pub kernel_version: String,
 }
 
@@ -172,7 +147,6 @@ impl Env {
             base_initrd,
             work,
             lvm: lvm.is_some(),
-            debian_thin_check: Some(PathBuf::from("/usr/sbin/thin_check")).filter(|p| p.is_file()),
             kernel_version: version,
         })
     }
@@ -371,8 +345,9 @@ fn base_initramfs(
     let dmpd = guest_dmpd(work)?;
     t.binary(&dmpd, "/sbin/dmpd")?;
     let _ = std::fs::remove_file(&dmpd);
-    for tool in GUEST_TOOLS {
-        t.symlink(&format!("/sbin/{tool}"), "dmpd");
+    // Every tool this build has, linked under its own name.
+    for tool in dmpd::commands::TOOLS {
+        t.symlink(&format!("/sbin/{}", tool.name), "dmpd");
     }
     if let Some(lvm) = lvm {
         t.binary(lvm, "/sbin/lvm")?;
@@ -479,9 +454,59 @@ pub struct Outcome {
     /// For power cuts: whether QEMU was killed before the script ended.
     pub cut: bool,
     pub timed_out: bool,
+    /// When each `@@` line reached the host, from QEMU's start.
+    pub times: Vec<(Duration, String)>,
 }
 
 impl Outcome {
+    /// An outcome read back from a saved console log (the committed
+    /// fixtures keep the `@@` lines of the run that made them).
+    pub fn from_log(name: &str, log: &str) -> Outcome {
+        Outcome {
+            name: name.to_string(),
+            log: log.to_string(),
+            exit: Some(0),
+            elapsed: Duration::ZERO,
+            cut: false,
+            timed_out: false,
+            times: Vec::new(),
+        }
+    }
+
+    /// With DMPD_KERNEL_SAVE=DIR: keeps the metadata the kernel wrote as
+    /// DIR/NAME.bin.gz and the run's results (status, tables, sha256
+    /// lines) as DIR/NAME.status, for fixtures/kernel.
+    pub fn save_fixture(&self, name: &str, meta: &Path) {
+        let Some(dir) = std::env::var_os("DMPD_KERNEL_SAVE") else {
+            return;
+        };
+        use std::io::Write;
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = std::fs::File::create(dir.join(format!("{name}.bin.gz"))).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::best());
+        gz.write_all(&std::fs::read(meta).unwrap()).unwrap();
+        gz.finish().unwrap();
+        let lines: Vec<String> = self
+            .results()
+            .filter(|r| {
+                ["status ", "table ", "sha "]
+                    .iter()
+                    .any(|k| r.starts_with(k))
+            })
+            .map(|r| format!("@@{r}\n"))
+            .collect();
+        std::fs::write(dir.join(format!("{name}.status")), lines.concat()).unwrap();
+    }
+
+    /// When the host read the first `@@KEY...` line.
+    pub fn time_of(&self, key: &str) -> Option<Duration> {
+        self.times
+            .iter()
+            .find(|(_, l)| l.split_whitespace().next() == Some(key))
+            .map(|(t, _)| *t)
+    }
+
     /// The `@@` lines, prefix removed.
     pub fn results(&self) -> impl Iterator<Item = &str> {
         self.log
@@ -551,7 +576,7 @@ impl Vm {
             disks: Vec::new(),
             script: String::new(),
             files: Vec::new(),
-            timeout: Duration::from_secs(180),
+            timeout: Duration::from_secs(400),
             dir: dir.to_path_buf(),
         }
     }
@@ -669,6 +694,7 @@ impl Vm {
         let mut timed_out = false;
         let mut was_cut = false;
         let mut ended = false;
+        let mut times = Vec::new();
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -677,6 +703,9 @@ impl Vm {
             }
             match rx.recv_timeout(deadline - now) {
                 Ok(line) => {
+                    if let Some((_, r)) = line.trim_end_matches('\r').split_once("@@") {
+                        times.push((start.elapsed(), r.to_string()));
+                    }
                     log.push_str(line.trim_end_matches('\r'));
                     log.push('\n');
                     if line.contains("@@exit ") {
@@ -738,6 +767,7 @@ impl Vm {
             elapsed: start.elapsed(),
             cut: was_cut && !ended,
             timed_out,
+            times,
         }
     }
 }

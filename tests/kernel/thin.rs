@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::common::{code, run, stderr, stdout};
-use super::harness::{Env, Outcome};
+use super::harness::Outcome;
 
 /// A thin-pool status line: `<transaction> <used>/<total metadata>
 /// <used>/<total data> <held root or -> ...`.
@@ -25,16 +25,17 @@ fn fraction(s: &str) -> (u64, u64) {
     (a.parse().unwrap(), b.parse().unwrap())
 }
 
-/// The words after the target name of the `@@status NAME: ...` line.
-pub fn status_words(out: &Outcome, name: &str, target: &str) -> Vec<String> {
-    let line = out.value("status", &format!("{name}:"));
+/// The words after the target name of the `@@KEY NAME: ...` line (KEY
+/// `status` for the status at the end of a workload).
+pub fn status_words(out: &Outcome, key: &str, name: &str, target: &str) -> Vec<String> {
+    let line = out.value(key, &format!("{name}:"));
     let words: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(words.get(2), Some(&target), "{name}: status {line}");
     words[3..].iter().map(|w| w.to_string()).collect()
 }
 
-pub fn pool_status(out: &Outcome, name: &str) -> PoolStatus {
-    let w = status_words(out, name, "thin-pool");
+pub fn pool_status(out: &Outcome, key: &str, name: &str) -> PoolStatus {
+    let w = status_words(out, key, name, "thin-pool");
     let (meta_used, meta_total) = fraction(&w[1]);
     let (data_used, data_total) = fraction(&w[2]);
     PoolStatus {
@@ -48,8 +49,8 @@ pub fn pool_status(out: &Outcome, name: &str) -> PoolStatus {
 }
 
 /// Mapped sectors of a thin device (status field 1).
-pub fn mapped_sectors(out: &Outcome, name: &str) -> u64 {
-    status_words(out, name, "thin")[0].parse().unwrap()
+pub fn mapped_sectors(out: &Outcome, key: &str, name: &str) -> u64 {
+    status_words(out, key, name, "thin")[0].parse().unwrap()
 }
 
 /// The `@@sha NAME HEX` lines.
@@ -134,7 +135,7 @@ pub fn ls_mapped(meta: &Path, extra: &[&str]) -> BTreeMap<u64, u64> {
 
 /// dmpd's thin_check (exit 0, and its free metadata count) and Debian's
 /// 0.9.0 thin_check, both on the file.
-pub fn check_clean(env: &Env, meta: &Path, extra: &[&str]) -> u64 {
+pub fn check_clean(meta: &Path, extra: &[&str]) -> u64 {
     let p = meta.to_str().unwrap();
     let mut args = extra.to_vec();
     args.push(p);
@@ -146,7 +147,7 @@ pub fn check_clean(env: &Env, meta: &Path, extra: &[&str]) -> u64 {
         stdout(&o),
         stderr(&o)
     );
-    if let Some(debian) = &env.debian_thin_check {
+    if let Some(debian) = debian_thin_check() {
         let d = std::process::Command::new(debian)
             .args(&args)
             .output()
@@ -165,6 +166,11 @@ pub fn check_clean(env: &Env, meta: &Path, extra: &[&str]) -> u64 {
         .unwrap_or(0)
 }
 
+/// Debian's 0.9.0 thin_check, the independent checker, where installed.
+pub fn debian_thin_check() -> Option<&'static Path> {
+    Some(Path::new("/usr/sbin/thin_check")).filter(|p| p.is_file())
+}
+
 /// The superblock of a metadata file.
 pub fn superblock(meta: &Path) -> dmpd::thin::superblock::Superblock {
     use std::io::Read;
@@ -180,9 +186,9 @@ pub fn superblock(meta: &Path) -> dmpd::thin::superblock::Superblock {
 /// of the metadata it left: devices and their mapped blocks (thin_ls and
 /// thin_dump), transaction id, data size and used data blocks, free
 /// metadata blocks, the held metadata snapshot.
-pub fn agree(env: &Env, out: &Outcome, meta: &Path, pool: &str, devs: &[(&str, u64)]) {
-    let st = pool_status(out, pool);
-    let free = check_clean(env, meta, &[]);
+pub fn agree(out: &Outcome, key: &str, meta: &Path, pool: &str, devs: &[(&str, u64)]) {
+    let st = pool_status(out, key, pool);
+    let free = check_clean(meta, &[]);
     assert_eq!(
         free,
         checker_free_metadata(&st),
@@ -203,12 +209,12 @@ pub fn agree(env: &Env, out: &Outcome, meta: &Path, pool: &str, devs: &[(&str, u
     let block_sectors = sb.data_block_size as u64;
     let kernel: BTreeMap<u64, u64> = devs
         .iter()
-        .map(|(name, id)| (*id, mapped_sectors(out, name) / block_sectors))
+        .map(|(name, id)| (*id, mapped_sectors(out, key, name) / block_sectors))
         .collect();
     assert_eq!(ls, kernel, "thin_ls mapped blocks vs the kernel's");
     assert_eq!(d.devices, kernel, "thin_dump mapped_blocks vs the kernel's");
     if st.held.is_some() {
-        check_clean(env, meta, &["-m"]);
+        check_clean(meta, &["-m"]);
         let snap = ls_mapped(meta, &["-m"]);
         let dm = dump(meta, &["-m"]);
         assert_eq!(snap, dm.devices, "thin_ls -m vs thin_dump -m");

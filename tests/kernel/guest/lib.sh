@@ -58,10 +58,47 @@ rnd() {
 
 sha() { say "sha $1 $(sha256sum <"$2" | cut -d' ' -f1)"; }
 
-# Every dm device's status and table, as @@status / @@table lines.
+# Every dm device's status and table, as @@status / @@table lines (or
+# @@KEY / @@KEY-table with a key).
 status_all() {
-    dmsetup status | while read -r l; do say "status $l"; done
-    dmsetup table | while read -r l; do say "table $l"; done
+    k=${1:-status}
+    t=table
+    [ -n "$1" ] && t=$1-table
+    dmsetup status | while read -r l; do say "$k $l"; done
+    dmsetup table | while read -r l; do say "$t $l"; done
+}
+
+# verify_pool P META DATA ID...: the kernel reads metadata dmpd wrote.
+# Activates pool P-pool (64 KiB blocks) and thin devices P-tID ($SZ
+# sectors each), prints their sha256 (@@sha P-tID) and the status
+# (@@before); then the kernel writes: a new thin 100 with data, a
+# snapshot 101 of the first ID with writes to its origin, the deletion of
+# the last ID; then the status (@@after) and a clean removal.
+verify_pool() {
+    p=$1 meta=$2 data=$3
+    shift 3
+    first=$1
+    for last; do :; done
+    run dmsetup create "$p-pool" --table "0 $(sectors "$data") thin-pool $meta $data 128 64 0"
+    for id; do
+        run dmsetup create "$p-t$id" --table "0 $SZ thin /dev/mapper/$p-pool $id"
+        sha "$p-t$id" "/dev/mapper/$p-t$id"
+    done
+    dmsetup status | grep "^$p-" | while read -r l; do say "before $l"; done
+    run dmsetup message "$p-pool" 0 create_thin 100
+    run dmsetup create "$p-t100" --table "0 $SZ thin /dev/mapper/$p-pool 100"
+    pat "/dev/mapper/$p-t100" 0 256 1
+    run dmsetup suspend "$p-t$first"
+    run dmsetup message "$p-pool" 0 create_snap 101 "$first"
+    run dmsetup resume "$p-t$first"
+    run dmsetup create "$p-t101" --table "0 $SZ thin /dev/mapper/$p-pool 101"
+    rnd "/dev/mapper/$p-t$first" 4096 20 9 77
+    remove "$p-t$last"
+    run dmsetup message "$p-pool" 0 delete "$last"
+    sync
+    dmsetup status | grep "^$p-" | while read -r l; do say "after $l"; done
+    for d in $(dmsetup ls | cut -f1 | grep "^$p-t"); do remove "$d"; done
+    remove "$p-pool"
 }
 
 # Suspends and removes dm devices in the order given.

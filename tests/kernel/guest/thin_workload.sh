@@ -2,8 +2,8 @@
 # snapshot, discards, transaction ids, and a metadata snapshot reserved
 # with writes after it (kept when HOLD=1, released when HOLD=0).
 # Expects $D_meta, $D_data, HOLD and SEED.
-SZ=65536     # sectors per thin device (32 MiB = 8192 4 KiB blocks)
-SPAN=8192
+SZ=32768     # sectors per thin device (16 MiB = 4096 4 KiB blocks)
+SPAN=4096
 zero_meta "$D_meta"
 run dmsetup create pool --table "0 $(sectors "$D_data") thin-pool $D_meta $D_data 128 64 0"
 
@@ -45,7 +45,7 @@ rnd ${T}0 $SPAN 20 5 $((SEED + 7))
 rnd ${T}2 $SPAN 20 5 $((SEED + 8))
 pool_msg create_thin 5
 thin 5
-pat ${T}5 4096 64 1
+pat ${T}5 2048 64 1
 [ "$HOLD" = 1 ] || pool_msg release_metadata_snap
 sync
 for i in 0 1 2 3 5; do sha "t$i" ${T}$i; done
