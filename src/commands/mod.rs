@@ -7,7 +7,6 @@ use std::path::Path;
 
 use clap::Parser;
 
-mod output;
 mod overwrite;
 pub mod thin_check;
 pub mod thin_delta;
@@ -24,9 +23,36 @@ pub mod thin_rmap;
 pub mod thin_shrink;
 pub mod thin_trim;
 
-/// Exit status of every runtime failure (parse errors exit 2, which lvm2
-/// reads as "tool not installed" and so must never mean damage).
+/// Exit status of every runtime failure, as the reference tools use it.
 pub const EXIT_FAILURE: i32 = 64;
+
+/// Exit status of a command-line error for most tools, as the reference.
+pub const EXIT_USAGE: i32 = 2;
+
+/// Exit status of a command-line error for the tools lvm2 runs to guard
+/// activation and repair. lvm2 reads 2 from a checker as "not installed"
+/// and activates the pool unchecked, so a mistyped option in lvm.conf
+/// must not exit 2; 1 keeps it apart from damage (64).
+pub const EXIT_CHECKER_USAGE: i32 = 1;
+
+/// The tools whose command-line errors exit `EXIT_CHECKER_USAGE`.
+pub const GUARD_TOOLS: &[&str] = &[
+    "thin_check",
+    "cache_check",
+    "era_check",
+    "thin_repair",
+    "cache_repair",
+    "era_repair",
+];
+
+/// The status a command-line error of `tool` exits with.
+pub fn usage_status(tool: &str) -> i32 {
+    if GUARD_TOOLS.contains(&tool) {
+        EXIT_CHECKER_USAGE
+    } else {
+        EXIT_USAGE
+    }
+}
 
 pub struct Tool {
     pub name: &'static str,
@@ -120,7 +146,15 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
     if let Some(tool) = find(&invoked) {
         return (tool.run)(args);
     }
+    if invoked != "dmpd" && known_tool_name(&invoked) {
+        // A link named after a tool this build lacks (an old package's
+        // link left behind): name the link, not its first argument.
+        eprintln!("dmpd: this build has no tool '{invoked}' (invoked through a link of that name)");
+        eprint!("{}", usage());
+        return EXIT_FAILURE;
+    }
     // Invoked as dmpd (or under any other name): the tool is argument 1.
+    // With none, or an unknown one, the status is the reference's 64.
     let Some(name) = args.get(1).map(|a| a.to_string_lossy().into_owned()) else {
         eprint!("{}", usage());
         return EXIT_FAILURE;
@@ -143,6 +177,13 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
             }
         },
     }
+}
+
+/// Names of the reference suite's tools and of dmpd's, so a link named
+/// after one this build lacks is recognised as such.
+fn known_tool_name(name: &str) -> bool {
+    const FAMILIES: &[&str] = &["thin_", "cache_", "era_"];
+    FAMILIES.iter().any(|f| name.starts_with(f))
 }
 
 fn usage() -> String {
@@ -181,9 +222,17 @@ pub fn parse<C: Parser>(args: Vec<OsString>) -> Result<C, i32> {
         println!("{}", env!("CARGO_PKG_VERSION"));
         return Err(0);
     }
+    let tool = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     C::try_parse_from(args).map_err(|e| {
         let _ = e.print();
-        e.exit_code()
+        match e.exit_code() {
+            0 => 0,
+            _ => usage_status(&tool),
+        }
     })
 }
 

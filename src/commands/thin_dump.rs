@@ -134,8 +134,8 @@ fn run_cli(cli: Cli) -> Result<()> {
     };
     match &cli.output {
         Some(path) => {
-            let file = std::fs::File::create(path)
-                .with_context(|| format!("output error: cannot create '{}'", path.display()))?;
+            let file =
+                crate::io::output::text_output(path, &[&cli.input]).context("output error")?;
             let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
             write(&mut out)?;
             let file = out

@@ -43,10 +43,10 @@ fn run_cli(cli: Cli) -> Result<()> {
     check_path(&cli.input)?;
     let src = BlockSource::open(&cli.input, OpenOptions { exclusive: true })?;
     check_binary(&src, true)?;
+    crate::io::output::check_distinct(&cli.output, &[&cli.input])?;
     super::overwrite::confirm(&cli.output, cli.force)?;
     let image = src.block_range(0, src.nr_blocks())?;
-    let file = std::fs::File::create(&cli.output)
-        .with_context(|| format!("cannot create '{}'", cli.output.display()))?;
+    let file = crate::io::output::text_output(&cli.output, &[&cli.input])?;
     let mut out = std::io::BufWriter::new(file);
     pack::pack(image, &mut out).context("writing the pack")?;
     let file = out.into_inner().map_err(|e| e.into_error())?;

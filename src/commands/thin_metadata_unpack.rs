@@ -41,17 +41,13 @@ pub fn run(args: Vec<OsString>) -> i32 {
 
 fn run_cli(cli: Cli) -> Result<()> {
     check_path(&cli.input)?;
+    crate::io::output::check_distinct(&cli.output, &[&cli.input])?;
     super::overwrite::confirm(&cli.output, cli.force)?;
     let bytes = std::fs::read(&cli.input)
         .with_context(|| format!("cannot read '{}'", cli.input.display()))?;
     // A file that is not a pack is refused before the output is touched.
     let nr_blocks = pack::read_header(&bytes)?;
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&cli.output)
-        .with_context(|| format!("cannot open '{}'", cli.output.display()))?;
+    let file = crate::io::output::text_output(&cli.output, &[&cli.input])?;
     if nr_blocks > 0 {
         file.write_all_at(&[0u8; BLOCK_SIZE], (nr_blocks - 1) * BLOCK_SIZE as u64)?;
     }

@@ -1,8 +1,8 @@
 //! thin_repair: salvage damaged thin metadata into a fresh, valid copy.
 
 use std::ffi::OsString;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileTypeExt;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Parser};
@@ -61,15 +61,6 @@ pub fn run(args: Vec<OsString>) -> i32 {
     super::finish(run_cli(cli), quiet)
 }
 
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => {
-            x.dev() == y.dev() && x.ino() == y.ino() || x.rdev() != 0 && x.rdev() == y.rdev()
-        }
-        _ => false,
-    }
-}
-
 fn run_cli(cli: Cli) -> Result<()> {
     check_path(&cli.input)?;
     let out = &cli.output;
@@ -83,9 +74,7 @@ fn run_cli(cli: Cli) -> Result<()> {
     if !meta.file_type().is_file() && !meta.file_type().is_block_device() {
         bail!("Not a block device or regular file '{}'", out.display());
     }
-    if same_file(&cli.input, out) {
-        bail!("the input and the output are the same; repair writes a new copy elsewhere");
-    }
+    crate::io::output::check_distinct(out, &[&cli.input])?;
     let src = BlockSource::open(&cli.input, OpenOptions { exclusive: true })?;
     check_binary(&src, false)?;
     let found = salvage(

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{ArgAction, Parser};
 
-use super::output::metadata_output;
 use crate::io::input::check_path;
+use crate::io::output::metadata_output;
 use crate::thin::restore::{keep, restore_keeping, Overrides};
 
 /// Build binary thin-pool metadata from XML
@@ -56,7 +56,7 @@ fn run_cli(cli: Cli) -> Result<()> {
         data_block_size: cli.overrides.data_block_size,
         nr_data_blocks: cli.overrides.nr_data_blocks,
     };
-    let (mut sink, nr_blocks) = metadata_output(&cli.output)?;
+    let (mut sink, nr_blocks) = metadata_output(&cli.output, &[&cli.input])?;
     // A transaction already there stays whole until the new superblock.
     let keep = keep::blocks_in_use(&cli.output);
     // The whole XML is validated and sized before anything is written.

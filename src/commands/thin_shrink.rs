@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{ArgAction, Parser};
 
-use super::output::metadata_output;
 use crate::io::input::{check_binary, check_path};
+use crate::io::output::{check_distinct, metadata_output};
 use crate::io::source::{BlockSource, OpenOptions};
 use crate::thin::dump::{dump, DumpOptions, Format};
 use crate::thin::restore::{keep, restore_keeping, validate, Overrides};
@@ -75,6 +75,12 @@ fn scratch_beside(near: &Path, what: &str) -> Scratch {
 
 fn run_cli(cli: Cli) -> Result<()> {
     check_path(&cli.input)?;
+    // Nothing moves until every writer target is known to be apart from
+    // every input: the data device is written too.
+    check_distinct(&cli.output, &[&cli.input])?;
+    if let Some(data) = &cli.data {
+        check_distinct(data, &[&cli.input, &cli.output])?;
+    }
     if let Some(data) = &cli.data {
         if !cli.no_copy {
             check_path(data)?;
@@ -119,7 +125,7 @@ fn run_cli(cli: Cli) -> Result<()> {
         copy_data(data, &moves, data_block_size(&input_xml)?)?;
     }
     if cli.binary {
-        let (mut sink, nr_blocks) = metadata_output(&cli.output)?;
+        let (mut sink, nr_blocks) = metadata_output(&cli.output, &[&cli.input])?;
         let keep = keep::blocks_in_use(&cli.output);
         restore_keeping(&shrunk.0, &Overrides::default(), &mut sink, nr_blocks, keep)?;
     } else {

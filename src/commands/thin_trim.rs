@@ -64,6 +64,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
 fn run_cli(cli: Cli) -> Result<Option<i32>> {
     check_path(&cli.metadata_dev)?;
     check_path(&cli.data_dev)?;
+    crate::io::output::check_distinct(&cli.data_dev, &[&cli.metadata_dev])?;
     let src = BlockSource::open(&cli.metadata_dev, OpenOptions { exclusive: true })?;
     check_binary(&src, false)?;
 

@@ -6,6 +6,7 @@ pub mod checksum;
 pub mod discard;
 pub mod error;
 pub mod input;
+pub mod output;
 pub mod pack;
 pub mod sink;
 pub mod source;
