@@ -535,3 +535,192 @@ fn thin_writers_survive_power_cuts() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Whether this build has `tool` (the cache and era tools land from
+/// other branches); prints one line naming the scenario skipped if not.
+fn have_tools(scenario: &str, tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| dmpd::commands::find(t).is_none())
+        .collect();
+    if !missing.is_empty() {
+        println!(
+            "kernel tier: {scenario} skipped: this build has no {}",
+            missing.join(", ")
+        );
+    }
+    missing.is_empty()
+}
+
+/// The attribute `name` of every `<TAG ...>` line of an XML dump.
+fn xml_attrs(xml: &str, tag: &str, name: &str) -> Vec<String> {
+    let open = format!("<{tag} ");
+    let key = format!(" {name}=\"");
+    xml.lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with(&open))
+        .filter_map(|l| {
+            let at = l.find(&key)? + key.len();
+            Some(l[at..].split('"').next()?.to_string())
+        })
+        .collect()
+}
+
+/// Kernel writes dm-cache metadata (v1 and v2, writeback, blocks still
+/// dirty at shutdown); cache_check passes and cache_dump's mappings and
+/// dirty flags agree with the kernel's status. Then dmpd writes
+/// (cache_restore of the dump, cache_repair) and the kernel activates
+/// each copy with the same residency and dirty count.
+#[test]
+fn cache_kernel_writes_dmpd_reads_and_back() {
+    let Some(env) = env("cache_kernel_writes_dmpd_reads_and_back") else {
+        return;
+    };
+    let tools = ["cache_check", "cache_dump", "cache_restore", "cache_repair"];
+    if !have_tools("cache_kernel_writes_dmpd_reads_and_back", &tools) {
+        return;
+    }
+    for meta2 in [0, 1] {
+        let s = Scratch::new("kernel-cache");
+        let (meta, cache, origin) = (s.path("meta"), s.path("cache"), s.path("origin"));
+        sparse_file(&meta, 8 * MIB);
+        sparse_file(&cache, 128 * MIB);
+        sparse_file(&origin, 256 * MIB);
+        let out = Vm::new(&format!("cache-v{}", meta2 + 1), &s.dir)
+            .disk("meta", &meta)
+            .disk("cache", &cache)
+            .disk("origin", &origin)
+            .script(&format!("META2={meta2} SEED={}", meta2 + 1))
+            .script(include_str!("kernel/guest/cache_workload.sh"))
+            .run(env);
+        println!("cache v{}: {:.1?}", meta2 + 1, out.elapsed);
+        out.assert_ok();
+        let w = thin::status_words(&out, "status", "cache", "cache");
+        let used: u64 = w[3].split('/').next().unwrap().parse().unwrap();
+        let dirty: u64 = w[10].parse().unwrap();
+        ok(&run("cache_check", &[p(&meta)]), "cache_check");
+        let dump = run("cache_dump", &[p(&meta)]);
+        ok(&dump, "cache_dump");
+        let xml = stdout(&dump);
+        let dirty_flags = xml_attrs(&xml, "mapping", "dirty");
+        assert_eq!(
+            dirty_flags.len() as u64,
+            used,
+            "mappings vs the kernel's residency"
+        );
+        let dumped_dirty = dirty_flags.iter().filter(|d| *d == "true").count() as u64;
+        assert_eq!(
+            dumped_dirty, dirty,
+            "dirty mappings vs the kernel's dirty count"
+        );
+        out.save_fixture(&format!("cmeta_tier_v{}", meta2 + 1), &meta);
+        let written = thin::shas(&out)["cache"].clone();
+
+        // dmpd writes, the kernel reads.
+        let x = s.path("cache.xml");
+        std::fs::write(&x, &xml).unwrap();
+        let restored = s.path("restored");
+        sparse_file(&restored, 8 * MIB);
+        ok(
+            &run("cache_restore", &["-i", p(&x), "-o", p(&restored)]),
+            "cache_restore",
+        );
+        let repaired = s.path("repaired");
+        sparse_file(&repaired, 8 * MIB);
+        ok(
+            &run("cache_repair", &["-i", p(&meta), "-o", p(&repaired)]),
+            "cache_repair",
+        );
+        for (name, m) in [("restored", &restored), ("repaired", &repaired)] {
+            let feat = if meta2 == 1 {
+                "2 writeback metadata2"
+            } else {
+                "1 writeback"
+            };
+            let out = Vm::new(&format!("cache-v{}-{name}", meta2 + 1), &s.dir)
+                .disk("meta", m)
+                .disk("cache", &cache)
+                .disk("origin", &origin)
+                .script(&format!(
+                    "run dmsetup create cache --table \"0 $(sectors $D_origin) cache $D_meta $D_cache $D_origin 64 {feat} smq 2 migration_threshold 0\"\n\
+                     say before \"$(dmsetup status cache)\"\nsha cache /dev/mapper/cache\nremove cache"
+                ))
+                .run(env);
+            out.assert_ok();
+            let st = out.values("before").join(" ");
+            let w: Vec<&str> = st.split_whitespace().collect();
+            assert_eq!(
+                w[6].split('/').next().unwrap().parse::<u64>().unwrap(),
+                used,
+                "{name}: {st}"
+            );
+            assert_eq!(w[13].parse::<u64>().unwrap(), dirty, "{name}: {st}");
+            assert_eq!(
+                thin::shas(&out)["cache"],
+                written,
+                "{name}: the cache reads differently"
+            );
+            ok(&run("cache_check", &[p(m)]), "cache_check after the kernel");
+        }
+    }
+}
+
+/// Kernel writes dm-era metadata: checkpoints and a held metadata
+/// snapshot; era_check passes and era_dump's current era agrees with the
+/// kernel's status. era_restore's copy is activated by the kernel.
+#[test]
+fn era_kernel_writes_dmpd_reads_and_back() {
+    let Some(env) = env("era_kernel_writes_dmpd_reads_and_back") else {
+        return;
+    };
+    if !have_tools(
+        "era_kernel_writes_dmpd_reads_and_back",
+        &["era_check", "era_dump", "era_restore"],
+    ) {
+        return;
+    }
+    let s = Scratch::new("kernel-era");
+    let (meta, origin) = (s.path("meta"), s.path("origin"));
+    sparse_file(&meta, 8 * MIB);
+    sparse_file(&origin, 128 * MIB);
+    let out = Vm::new("era", &s.dir)
+        .disk("meta", &meta)
+        .disk("origin", &origin)
+        .script("NERAS=5 HOLD=1 SEED=1")
+        .script(include_str!("kernel/guest/era_workload.sh"))
+        .run(env);
+    println!("era: {:.1?}", out.elapsed);
+    out.assert_ok();
+    let w = thin::status_words(&out, "status", "era", "era");
+    let era = w[2].clone();
+    ok(&run("era_check", &[p(&meta)]), "era_check");
+    let dump = run("era_dump", &[p(&meta)]);
+    ok(&dump, "era_dump");
+    let xml = stdout(&dump);
+    assert_eq!(
+        xml_attrs(&xml, "superblock", "current_era"),
+        vec![era.clone()]
+    );
+    out.save_fixture("emeta_tier_snap_held", &meta);
+    let x = s.path("era.xml");
+    std::fs::write(&x, &xml).unwrap();
+    let restored = s.path("restored");
+    sparse_file(&restored, 8 * MIB);
+    ok(
+        &run("era_restore", &["-i", p(&x), "-o", p(&restored)]),
+        "era_restore",
+    );
+    let out = Vm::new("era-restored", &s.dir)
+        .disk("meta", &restored)
+        .disk("origin", &origin)
+        .script("run dmsetup create era --table \"0 $(sectors $D_origin) era $D_meta $D_origin 128\"\nstatus_all\nremove era")
+        .run(env);
+    out.assert_ok();
+    let w = thin::status_words(&out, "status", "era", "era");
+    assert_eq!(w[2], era, "the kernel's era on era_restore's metadata");
+    ok(
+        &run("era_check", &[p(&restored)]),
+        "era_check after the kernel",
+    );
+}

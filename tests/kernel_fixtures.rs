@@ -41,7 +41,9 @@ fn thin_images_agree_with_the_kernels_status() {
         let out = Outcome::from_log(&name, &status);
         let mut bytes = Vec::new();
         let gz = std::fs::read(dir.join(format!("{name}.bin.gz"))).unwrap();
-        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut bytes).unwrap();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut bytes)
+            .unwrap();
         let img = s.path(&format!("{name}.bin"));
         std::fs::write(&img, bytes).unwrap();
         // Pool and thin devices from the tables: `NAME: 0 LEN thin POOL ID`.

@@ -127,7 +127,9 @@ impl Writer {
         }
     }
 
-    /// One uncut run to time the write, then `n` cuts spread over it.
+    /// One uncut run to time the write (from the start marker to the end
+    /// marker, as the host sees them), then `n` cuts spread evenly over it
+    /// and a little past it, each at a random moment within its slot.
     pub fn power_cuts(&self, env: &Env, dir: &Path, n: usize, seed: u64) -> Report {
         let (vm, meta) = self.vm(dir, "whole");
         let out = vm.run(env);
@@ -142,7 +144,7 @@ impl Writer {
         let write_time = out.time_of("done").unwrap() - out.time_of("go").unwrap();
         let mut rng = Lcg(seed);
         let moments: Vec<Duration> = (0..n)
-            .map(|i| write_time.mul_f64((i as f64 + rng.next()) / n as f64))
+            .map(|i| write_time.mul_f64(1.05 * (i as f64 + rng.next()) / n as f64))
             .collect();
         let cuts = std::thread::scope(|scope| {
             let handles: Vec<_> = moments
