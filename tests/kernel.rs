@@ -470,6 +470,7 @@ fn thin_writers_survive_power_cuts() {
     }
     let writers = [
         cuts::Writer {
+            kind: cuts::Kind::Thin,
             name: "thin_restore".into(),
             disks: vec![("meta".into(), old.clone())],
             judged: "meta".into(),
@@ -483,6 +484,7 @@ fn thin_writers_survive_power_cuts() {
             ),
         },
         cuts::Writer {
+            kind: cuts::Kind::Thin,
             name: "thin_repair".into(),
             disks: vec![("src".into(), new.clone()), ("meta".into(), old.clone())],
             judged: "meta".into(),
@@ -492,6 +494,7 @@ fn thin_writers_survive_power_cuts() {
             new: host("repair", &old, &["thin_repair", "-i", p(&new), "-o", "@"]),
         },
         cuts::Writer {
+            kind: cuts::Kind::Thin,
             name: "auto_repair".into(),
             disks: vec![("meta".into(), leaky.clone())],
             judged: "meta".into(),
@@ -501,6 +504,7 @@ fn thin_writers_survive_power_cuts() {
             new: host("auto", &leaky, &["thin_check", "--auto-repair", "@"]),
         },
         cuts::Writer {
+            kind: cuts::Kind::Thin,
             name: "clear_needs_check".into(),
             disks: vec![("meta".into(), flagged.clone())],
             judged: "meta".into(),
@@ -723,4 +727,193 @@ fn era_kernel_writes_dmpd_reads_and_back() {
         &run("era_check", &[p(&restored)]),
         "era_check after the kernel",
     );
+}
+
+/// thin_migrate copies a read-only thin device of a live pool (with a
+/// reserved metadata snapshot) to a file that reads as the device.
+#[test]
+fn thin_migrate_copies_a_live_thin_device() {
+    let Some(env) = env("thin_migrate_copies_a_live_thin_device") else {
+        return;
+    };
+    if !have_tools("thin_migrate_copies_a_live_thin_device", &["thin_migrate"]) {
+        return;
+    }
+    let s = Scratch::new("kernel-migrate");
+    let (meta, data) = (s.path("meta"), s.path("data"));
+    sparse_file(&meta, 8 * MIB);
+    sparse_file(&data, 128 * MIB);
+    let out = Vm::new("thin-migrate", &s.dir)
+        .disk("meta", &meta)
+        .disk("data", &data)
+        .script(include_str!("kernel/guest/thin_migrate.sh"))
+        .run(env);
+    out.assert_ok();
+    let shas = thin::shas(&out);
+    assert_eq!(shas["copy"], shas["device"]);
+}
+
+/// cache_writeback of a cache the kernel left dirty: the origin alone
+/// then reads as the cache did, and the kernel finds nothing dirty.
+#[test]
+fn cache_writeback_of_a_dirty_cache() {
+    let Some(env) = env("cache_writeback_of_a_dirty_cache") else {
+        return;
+    };
+    if !have_tools("cache_writeback_of_a_dirty_cache", &["cache_writeback"]) {
+        return;
+    }
+    let s = Scratch::new("kernel-writeback");
+    let (meta, cache, origin) = (s.path("meta"), s.path("cache"), s.path("origin"));
+    sparse_file(&meta, 8 * MIB);
+    sparse_file(&cache, 128 * MIB);
+    sparse_file(&origin, 256 * MIB);
+    let out = Vm::new("cache-writeback", &s.dir)
+        .disk("meta", &meta)
+        .disk("cache", &cache)
+        .disk("origin", &origin)
+        .script("META2=1 SEED=3")
+        .script(include_str!("kernel/guest/cache_workload.sh"))
+        .script(include_str!("kernel/guest/cache_writeback.sh"))
+        .run(env);
+    out.assert_ok();
+    let shas = thin::shas(&out);
+    assert_eq!(
+        shas["origin"], shas["cache"],
+        "the origin after cache_writeback"
+    );
+    let after = out.values("after").join(" ");
+    let w: Vec<&str> = after.split_whitespace().collect();
+    assert_eq!(
+        w.get(13),
+        Some(&"0"),
+        "dirty blocks after cache_writeback: {after}"
+    );
+}
+
+/// Power cuts during the cache and era writers: cache_restore and
+/// era_restore over old metadata, cache_writeback's metadata update.
+#[test]
+fn cache_era_writers_survive_power_cuts() {
+    let Some(env) = env("cache_era_writers_survive_power_cuts") else {
+        return;
+    };
+    let tools = [
+        "cache_check",
+        "cache_dump",
+        "cache_restore",
+        "cache_writeback",
+    ];
+    let era_tools = ["era_check", "era_dump", "era_restore"];
+    let cache_ok = have_tools("cache power cuts", &tools);
+    let era_ok = have_tools("era power cuts", &era_tools);
+    let n: usize = std::env::var("DMPD_KERNEL_CUTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let s = Scratch::new("kernel-cuts-ce");
+    let restored = |kind: cuts::Kind, name: &str, xml: &str| {
+        let x = s.path(&format!("{name}.xml"));
+        std::fs::write(&x, xml).unwrap();
+        let m = s.path(&format!("{name}.meta"));
+        sparse_file(&m, 8 * MIB);
+        let tool = if kind == cuts::Kind::Cache {
+            "cache_restore"
+        } else {
+            "era_restore"
+        };
+        ok(&run(tool, &["-i", p(&x), "-o", p(&m)]), tool);
+        (x, m)
+    };
+    let mut writers = Vec::new();
+    if cache_ok {
+        let (_, old) = restored(cuts::Kind::Cache, "cold", &cuts::cache_xml(1, 4096, 3000));
+        let (x, _) = restored(cuts::Kind::Cache, "cnew", &cuts::cache_xml(2, 4096, 3000));
+        let host = s.path("chost");
+        std::fs::copy(&old, &host).unwrap();
+        ok(
+            &run("cache_restore", &["-i", p(&x), "-o", p(&host)]),
+            "cache_restore",
+        );
+        writers.push(cuts::Writer {
+            kind: cuts::Kind::Cache,
+            name: "cache_restore".into(),
+            disks: vec![("meta".into(), old.clone())],
+            judged: "meta".into(),
+            files: vec![("/data/new.xml".into(), std::fs::read(&x).unwrap())],
+            command: "cache_restore -i /data/new.xml -o $D_meta".into(),
+            old: cuts::seen_as(cuts::Kind::Cache, &old).unwrap(),
+            new: cuts::seen_as(cuts::Kind::Cache, &host).unwrap(),
+        });
+        // cache_writeback: the dirty blocks of `old` to an origin, then
+        // their dirty flags cleared in the metadata.
+        let fast = s.path("fast");
+        let origin = s.path("origin");
+        sparse_file(&fast, 4096 * 32 * 1024);
+        sparse_file(&origin, 2 * 4096 * 32 * 1024);
+        let wb = s.path("wbhost");
+        std::fs::copy(&old, &wb).unwrap();
+        let o = run(
+            "cache_writeback",
+            &[
+                "--metadata-device",
+                p(&wb),
+                "--origin-device",
+                p(&origin),
+                "--fast-device",
+                p(&fast),
+            ],
+        );
+        ok(&o, "cache_writeback");
+        writers.push(cuts::Writer {
+            kind: cuts::Kind::Cache,
+            name: "cache_writeback".into(),
+            disks: vec![
+                ("meta".into(), old.clone()),
+                ("fast".into(), fast.clone()),
+                ("origin".into(), origin.clone()),
+            ],
+            judged: "meta".into(),
+            files: vec![],
+            command: "cache_writeback --metadata-device $D_meta --origin-device $D_origin --fast-device $D_fast".into(),
+            old: cuts::seen_as(cuts::Kind::Cache, &old).unwrap(),
+            new: cuts::seen_as(cuts::Kind::Cache, &wb).unwrap(),
+        });
+    }
+    if era_ok {
+        let (_, old) = restored(cuts::Kind::Era, "eold", &cuts::era_xml(1, 60000, 9));
+        let (x, _) = restored(cuts::Kind::Era, "enew", &cuts::era_xml(2, 60000, 12));
+        let host = s.path("ehost");
+        std::fs::copy(&old, &host).unwrap();
+        ok(
+            &run("era_restore", &["-i", p(&x), "-o", p(&host)]),
+            "era_restore",
+        );
+        writers.push(cuts::Writer {
+            kind: cuts::Kind::Era,
+            name: "era_restore".into(),
+            disks: vec![("meta".into(), old.clone())],
+            judged: "meta".into(),
+            files: vec![("/data/new.xml".into(), std::fs::read(&x).unwrap())],
+            command: "era_restore -i /data/new.xml -o $D_meta".into(),
+            old: cuts::seen_as(cuts::Kind::Era, &old).unwrap(),
+            new: cuts::seen_as(cuts::Kind::Era, &host).unwrap(),
+        });
+    }
+    let mut failures = Vec::new();
+    for (i, w) in writers.iter().enumerate() {
+        let r = w.power_cuts(env, &s.dir, n, 0xcafe + i as u64);
+        println!(
+            "power cuts, {}: write {:.2?}, {} cuts",
+            w.name,
+            r.write_time,
+            r.cuts.len()
+        );
+        for (at, v) in &r.cuts {
+            if let Err(e) = v {
+                failures.push(format!("{} cut at {at:.3?}: {e}", w.name));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

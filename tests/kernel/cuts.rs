@@ -21,12 +21,41 @@ pub struct Seen {
     pub clean: bool,
 }
 
-/// The state of the metadata on `meta`, or why it is neither transaction.
+/// Which target's metadata a writer writes: its checker and dump tools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Thin,
+    Cache,
+    Era,
+}
+
+impl Kind {
+    fn tool(self, what: &str) -> String {
+        let prefix = match self {
+            Kind::Thin => "thin",
+            Kind::Cache => "cache",
+            Kind::Era => "era",
+        };
+        format!("{prefix}_{what}")
+    }
+}
+
+/// The state of thin metadata on `meta`, or why it is neither transaction.
 pub fn seen(meta: &Path) -> Result<Seen, String> {
+    seen_as(Kind::Thin, meta)
+}
+
+/// The state of the metadata on `meta` as the checkers of `kind` see it.
+pub fn seen_as(kind: Kind, meta: &Path) -> Result<Seen, String> {
     let p = meta.to_str().unwrap();
-    let lenient = run("thin_check", &["--ignore-non-fatal-errors", p]);
+    let check = kind.tool("check");
+    let lenient = run(&check, &["--ignore-non-fatal-errors", p]);
     let dmpd_ok = code(&lenient) == 0;
-    if let Some(debian) = debian_thin_check() {
+    let debian = match kind {
+        Kind::Thin => debian_thin_check().map(Path::to_path_buf),
+        _ => Some(PathBuf::from(format!("/usr/sbin/{check}"))).filter(|p| p.is_file()),
+    };
+    if let Some(debian) = debian {
         let d = std::process::Command::new(debian)
             .args(["--ignore-non-fatal-errors", p])
             .output()
@@ -46,18 +75,25 @@ pub fn seen(meta: &Path) -> Result<Seen, String> {
             msg.lines().next().unwrap_or("")
         ));
     }
-    let dump = run("thin_dump", &["--flat", p]);
+    let dump = match kind {
+        Kind::Thin => run("thin_dump", &["--flat", p]),
+        _ => run(&kind.tool("dump"), &[p]),
+    };
     if code(&dump) != 0 {
-        return Err("thin_dump fails on metadata thin_check passes".into());
+        return Err(format!(
+            "{} fails on metadata {check} passes",
+            kind.tool("dump")
+        ));
     }
     Ok(Seen {
         dump: stdout(&dump),
-        needs_check: superblock(meta).needs_check(),
-        clean: code(&run("thin_check", &[p])) == 0,
+        needs_check: kind == Kind::Thin && superblock(meta).needs_check(),
+        clean: code(&run(&check, &[p])) == 0,
     })
 }
 
 pub struct Writer {
+    pub kind: Kind,
     pub name: String,
     /// Disks in order: guest name and the file each run starts from.
     pub disks: Vec<(String, PathBuf)>,
@@ -96,7 +132,7 @@ impl Writer {
         let mut judged = None;
         for (name, template) in &self.disks {
             let copy = dir.join(format!("{}-{run}-{name}", self.name));
-            std::fs::copy(template, &copy).unwrap();
+            super::harness::sparse_copy(template, &copy);
             if *name == self.judged {
                 judged = Some(copy.clone());
             }
@@ -114,7 +150,7 @@ impl Writer {
     }
 
     fn judge(&self, meta: &Path) -> Result<&'static str, String> {
-        let s = seen(meta)?;
+        let s = seen_as(self.kind, meta)?;
         if s == self.old {
             Ok("old")
         } else if s == self.new {
@@ -208,5 +244,41 @@ pub fn pool_xml(seed: u64, n: u64) -> String {
         ));
     }
     x.push_str("  </device>\n</superblock>\n");
+    x
+}
+
+/// A cache as XML: `n` of `nr` cache blocks mapped to scattered origin
+/// blocks, every third dirty.
+pub fn cache_xml(seed: u64, nr: u64, n: u64) -> String {
+    let mut rng = Lcg(seed);
+    let mut x = format!(
+        "<superblock uuid=\"\" block_size=\"64\" nr_cache_blocks=\"{nr}\" policy=\"smq\" hint_width=\"4\">\n  <mappings>\n"
+    );
+    let mut origin: Vec<u64> = (0..2 * nr).collect();
+    for c in 0..n as usize {
+        let j = c + (rng.next() * (origin.len() - c) as f64) as usize;
+        origin.swap(c, j);
+        let dirty = if c % 3 == 0 { "true" } else { "false" };
+        x.push_str(&format!(
+            "    <mapping cache_block=\"{c}\" origin_block=\"{}\" dirty=\"{dirty}\"/>\n",
+            origin[c]
+        ));
+    }
+    x.push_str("  </mappings>\n</superblock>\n");
+    x
+}
+
+/// An era as XML: `nr` blocks, each last written in a pseudo-random era
+/// before `era`.
+pub fn era_xml(seed: u64, nr: u64, era: u64) -> String {
+    let mut rng = Lcg(seed);
+    let mut x = format!(
+        "<superblock uuid=\"\" block_size=\"128\" nr_blocks=\"{nr}\" current_era=\"{era}\">\n  <era_array>\n"
+    );
+    for b in 0..nr {
+        let e = (rng.next() * era as f64) as u64;
+        x.push_str(&format!("    <era block=\"{b}\" era=\"{e}\"/>\n"));
+    }
+    x.push_str("  </era_array>\n</superblock>\n");
     x
 }
