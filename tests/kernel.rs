@@ -48,6 +48,14 @@ fn boot_loads_the_dm_targets() {
     }
 }
 
+/// Sparse metadata and data disks of the given sizes in MiB.
+fn pool_disks(s: &Scratch, meta_mib: u64, data_mib: u64) -> (PathBuf, PathBuf) {
+    let (meta, data) = (s.path("meta"), s.path("data"));
+    sparse_file(&meta, meta_mib * MIB);
+    sparse_file(&data, data_mib * MIB);
+    (meta, data)
+}
+
 /// The thin devices the workload leaves: dm name and thin id.
 const THIN_DEVS: [(&str, u64); 5] = [("t0", 0), ("t1", 1), ("t2", 2), ("t3", 3), ("t5", 5)];
 
@@ -59,10 +67,7 @@ fn thin_workload(
     hold: bool,
     seed: u32,
 ) -> (Outcome, PathBuf, PathBuf) {
-    let meta = s.path("meta");
-    let data = s.path("data");
-    sparse_file(&meta, 8 * MIB);
-    sparse_file(&data, 256 * MIB);
+    let (meta, data) = pool_disks(s, 8, 256);
     let out = Vm::new(&format!("thin-hold{}", hold as u8), &s.dir)
         .disk("meta", &meta)
         .disk("data", &data)
@@ -303,10 +308,7 @@ fn thin_pool_resized_by_the_kernel() {
         return;
     };
     let s = Scratch::new("kernel-resize");
-    let meta = s.path("meta");
-    let data = s.path("data");
-    sparse_file(&meta, 80 * MIB);
-    sparse_file(&data, 1100 * MIB);
+    let (meta, data) = pool_disks(&s, 80, 1100);
     let out = Vm::new("thin-resize", &s.dir)
         .disk("meta", &meta)
         .disk("data", &data)
@@ -329,10 +331,7 @@ fn thin_live_pool_is_refused_but_snapshot_readable() {
         return;
     };
     let s = Scratch::new("kernel-live");
-    let meta = s.path("meta");
-    let data = s.path("data");
-    sparse_file(&meta, 8 * MIB);
-    sparse_file(&data, 128 * MIB);
+    let (meta, data) = pool_disks(&s, 8, 128);
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
     let pack = s.path("snap.pack");
     let img = s.path("snap.bin");
@@ -469,19 +468,14 @@ fn thin_writers_survive_power_cuts() {
         f.write_all_at(&sb.to_block(), 0).unwrap();
     }
     let writers = [
-        cuts::Writer {
-            kind: cuts::Kind::Thin,
-            name: "thin_restore".into(),
-            disks: vec![("meta".into(), old.clone())],
-            judged: "meta".into(),
-            files: vec![("/data/new.xml".into(), std::fs::read(&new_xml).unwrap())],
-            command: "thin_restore -i /data/new.xml -o $D_meta".into(),
-            old: seen(&old),
-            new: host(
-                "restore",
-                &old,
-                &["thin_restore", "-i", p(&new_xml), "-o", "@"],
-            ),
+        {
+            let host = s.path("restore.host");
+            std::fs::copy(&old, &host).unwrap();
+            ok(
+                &run("thin_restore", &["-i", p(&new_xml), "-o", p(&host)]),
+                "thin_restore",
+            );
+            cuts::Writer::restore_over(cuts::Kind::Thin, &old, &new_xml, &host)
         },
         cuts::Writer {
             kind: cuts::Kind::Thin,
@@ -740,9 +734,7 @@ fn thin_migrate_copies_a_live_thin_device() {
         return;
     }
     let s = Scratch::new("kernel-migrate");
-    let (meta, data) = (s.path("meta"), s.path("data"));
-    sparse_file(&meta, 8 * MIB);
-    sparse_file(&data, 128 * MIB);
+    let (meta, data) = pool_disks(&s, 8, 128);
     let out = Vm::new("thin-migrate", &s.dir)
         .disk("meta", &meta)
         .disk("data", &data)
@@ -835,16 +827,12 @@ fn cache_era_writers_survive_power_cuts() {
             &run("cache_restore", &["-i", p(&x), "-o", p(&host)]),
             "cache_restore",
         );
-        writers.push(cuts::Writer {
-            kind: cuts::Kind::Cache,
-            name: "cache_restore".into(),
-            disks: vec![("meta".into(), old.clone())],
-            judged: "meta".into(),
-            files: vec![("/data/new.xml".into(), std::fs::read(&x).unwrap())],
-            command: "cache_restore -i /data/new.xml -o $D_meta".into(),
-            old: cuts::seen_as(cuts::Kind::Cache, &old).unwrap(),
-            new: cuts::seen_as(cuts::Kind::Cache, &host).unwrap(),
-        });
+        writers.push(cuts::Writer::restore_over(
+            cuts::Kind::Cache,
+            &old,
+            &x,
+            &host,
+        ));
         // cache_writeback: the dirty blocks of `old` to an origin, then
         // their dirty flags cleared in the metadata.
         let fast = s.path("fast");
@@ -889,16 +877,7 @@ fn cache_era_writers_survive_power_cuts() {
             &run("era_restore", &["-i", p(&x), "-o", p(&host)]),
             "era_restore",
         );
-        writers.push(cuts::Writer {
-            kind: cuts::Kind::Era,
-            name: "era_restore".into(),
-            disks: vec![("meta".into(), old.clone())],
-            judged: "meta".into(),
-            files: vec![("/data/new.xml".into(), std::fs::read(&x).unwrap())],
-            command: "era_restore -i /data/new.xml -o $D_meta".into(),
-            old: cuts::seen_as(cuts::Kind::Era, &old).unwrap(),
-            new: cuts::seen_as(cuts::Kind::Era, &host).unwrap(),
-        });
+        writers.push(cuts::Writer::restore_over(cuts::Kind::Era, &old, &x, &host));
     }
     let mut failures = Vec::new();
     for (i, w) in writers.iter().enumerate() {

@@ -126,6 +126,22 @@ pub struct Report {
 }
 
 impl Writer {
+    /// `TOOL -i /data/new.xml -o $D_meta` over a disk holding `old`,
+    /// which on the host left `new`.
+    pub fn restore_over(kind: Kind, old: &Path, xml: &Path, new: &Path) -> Writer {
+        let tool = kind.tool("restore");
+        Writer {
+            kind,
+            name: tool.clone(),
+            disks: vec![("meta".into(), old.to_path_buf())],
+            judged: "meta".into(),
+            files: vec![("/data/new.xml".into(), std::fs::read(xml).unwrap())],
+            command: format!("{tool} -i /data/new.xml -o $D_meta"),
+            old: seen_as(kind, old).unwrap(),
+            new: seen_as(kind, new).unwrap(),
+        }
+    }
+
     fn vm(&self, dir: &Path, run: &str) -> (Vm, PathBuf) {
         let mut vm =
             Vm::new(&format!("cut-{}-{run}", self.name), dir).timeout(Duration::from_secs(180));
