@@ -358,14 +358,7 @@ fn thin_live_pool_is_refused_but_snapshot_readable() {
         out.values("refused").join("\n")
     );
     out.assert_ok();
-    let refused = out.values("refused");
-    assert_eq!(refused.len(), 14, "{refused:?}");
-    for r in &refused {
-        assert!(
-            r.contains("busy") || r.contains("in use"),
-            "refusal does not say the device is in use: {r}"
-        );
-    }
+    assert_refused(&out, 14);
     assert_eq!(out.values("live-ok").len(), 4);
     // The kernel's pool is intact after all that.
     thin::check_clean(&meta, &[]);
@@ -534,6 +527,19 @@ fn thin_writers_survive_power_cuts() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The guest's `@@refused TOOL MESSAGE` lines: `n` of them, each saying
+/// the device is in use.
+fn assert_refused(out: &Outcome, n: usize) {
+    let refused = out.values("refused");
+    assert_eq!(refused.len(), n, "{refused:?}");
+    for r in &refused {
+        assert!(
+            r.contains("busy") || r.contains("in use"),
+            "refusal does not say the device is in use: {r}"
+        );
+    }
+}
+
 /// Whether this build has `tool` (the cache and era tools land from
 /// other branches); prints one line naming the scenario skipped if not.
 fn have_tools(scenario: &str, tools: &[&str]) -> bool {
@@ -594,6 +600,7 @@ fn cache_kernel_writes_dmpd_reads_and_back() {
             .run(env);
         println!("cache v{}: {:.1?}", meta2 + 1, out.elapsed);
         out.assert_ok();
+        assert_refused(&out, 4);
         let w = thin::status_words(&out, "status", "cache", "cache");
         let used: u64 = w[3].split('/').next().unwrap().parse().unwrap();
         let dirty: u64 = w[10].parse().unwrap();
@@ -690,6 +697,7 @@ fn era_kernel_writes_dmpd_reads_and_back() {
         .run(env);
     println!("era: {:.1?}", out.elapsed);
     out.assert_ok();
+    assert_refused(&out, 3);
     let w = thin::status_words(&out, "status", "era", "era");
     let era = w[2].clone();
     ok(&run("era_check", &[p(&meta)]), "era_check");

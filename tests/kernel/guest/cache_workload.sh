@@ -27,4 +27,10 @@ sha cache $C
 status_all
 d=$(dmsetup status cache | awk '{print $14}')
 [ "$d" -gt 0 ] || fail "no dirty blocks at the end ($d)"
+# Live tools: the kernel holds the metadata device.
+truncate -s 8M /tmp/out
+refused cache_check cache_check "$D_meta"
+refused cache_dump cache_dump "$D_meta"
+refused cache_repair cache_repair -i "$D_meta" -o /tmp/out
+refused cache_writeback cache_writeback --metadata-device "$D_meta" --origin-device "$D_origin" --fast-device "$D_cache"
 remove cache

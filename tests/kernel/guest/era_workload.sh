@@ -18,4 +18,8 @@ sync
 [ "$HOLD" = 1 ] || run dmsetup message era 0 drop_metadata_snap
 sha era $E
 status_all
+# Live tools: the kernel holds the metadata device.
+refused era_check era_check "$D_meta"
+refused era_dump era_dump "$D_meta"
+refused era_invalidate era_invalidate --written-since 1 "$D_meta"
 remove era
