@@ -254,9 +254,10 @@ fn thin_kernel_writes_dmpd_reads_and_back() {
         for v in chunk {
             let pool = format!("{}-pool", v.name);
             // The kernel's view of dmpd's metadata: mapped blocks per device.
-            let kernel: BTreeMap<u64, u64> = THIN_DEVS
-                .iter()
-                .map(|(_, id)| {
+            let kernel: BTreeMap<u64, u64> = v
+                .mapped
+                .keys()
+                .map(|id| {
                     (
                         *id,
                         thin::mapped_sectors(out, "before", &format!("{}-t{id}", v.name)) / 128,
