@@ -403,6 +403,36 @@ fn lvm2_runs_dmpd_for_thin_pools() {
     }
 }
 
+/// Prints what each writer's cuts found; returns the cuts that saw
+/// neither transaction whole.
+fn report_cuts(reports: &[cuts::Report]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for r in reports {
+        let count = |v: &str| {
+            r.cuts
+                .iter()
+                .filter(|(_, x, _)| x.as_deref() == Ok(v))
+                .count()
+        };
+        let after = r.cuts.iter().filter(|(_, _, ended)| *ended).count();
+        println!(
+            "power cuts, {}: write {:.2?}, {} cuts ({} after the writer ended): {} old, {} new",
+            r.name,
+            r.write_time,
+            r.cuts.len(),
+            after,
+            count("old"),
+            count("new")
+        );
+        for (at, v, _) in &r.cuts {
+            if let Err(e) = v {
+                failures.push(format!("{} cut {at:.3?} into the write: {e}", r.name));
+            }
+        }
+    }
+    failures
+}
+
 /// Power cuts during dmpd's thin writers: thin_restore over old
 /// metadata, thin_repair onto a device holding old metadata, thin_check
 /// --auto-repair of leaks and --clear-needs-check-flag, each killed at
@@ -506,25 +536,10 @@ fn thin_writers_survive_power_cuts() {
             ),
         },
     ];
-    let mut failures = Vec::new();
-    for (i, w) in writers.iter().enumerate() {
+    for w in &writers {
         assert_ne!(w.old, w.new, "{}: nothing to write", w.name);
-        let r = w.power_cuts(env, &s.dir, n, 0x5eed + i as u64);
-        let count = |v: &str| r.cuts.iter().filter(|(_, x)| x.as_deref() == Ok(v)).count();
-        println!(
-            "power cuts, {}: write {:.2?}, {} cuts: {} old, {} new",
-            w.name,
-            r.write_time,
-            r.cuts.len(),
-            count("old"),
-            count("new")
-        );
-        for (at, v) in &r.cuts {
-            if let Err(e) = v {
-                failures.push(format!("{} cut at {at:.3?}: {e}", w.name));
-            }
-        }
     }
+    let failures = report_cuts(&cuts::power_cuts(env, &s.dir, &writers, n, 0x5eed));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -888,20 +903,9 @@ fn cache_era_writers_survive_power_cuts() {
         );
         writers.push(cuts::Writer::restore_over(cuts::Kind::Era, &old, &x, &host));
     }
-    let mut failures = Vec::new();
-    for (i, w) in writers.iter().enumerate() {
-        let r = w.power_cuts(env, &s.dir, n, 0xcafe + i as u64);
-        println!(
-            "power cuts, {}: write {:.2?}, {} cuts",
-            w.name,
-            r.write_time,
-            r.cuts.len()
-        );
-        for (at, v) in &r.cuts {
-            if let Err(e) = v {
-                failures.push(format!("{} cut at {at:.3?}: {e}", w.name));
-            }
-        }
+    if writers.is_empty() {
+        return;
     }
+    let failures = report_cuts(&cuts::power_cuts(env, &s.dir, &writers, n, 0xcafe));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -119,12 +119,6 @@ impl Lcg {
     }
 }
 
-pub struct Report {
-    pub write_time: Duration,
-    /// (moment after the start marker, what the checkers saw).
-    pub cuts: Vec<(Duration, Result<&'static str, String>)>,
-}
-
 impl Writer {
     /// `TOOL -i /data/new.xml -o $D_meta` over a disk holding `old`,
     /// which on the host left `new`.
@@ -142,29 +136,6 @@ impl Writer {
         }
     }
 
-    fn vm(&self, dir: &Path, run: &str) -> (Vm, PathBuf) {
-        let mut vm =
-            Vm::new(&format!("cut-{}-{run}", self.name), dir).timeout(Duration::from_secs(180));
-        let mut judged = None;
-        for (name, template) in &self.disks {
-            let copy = dir.join(format!("{}-{run}-{name}", self.name));
-            super::harness::sparse_copy(template, &copy);
-            if *name == self.judged {
-                judged = Some(copy.clone());
-            }
-            vm = vm.disk(name, &copy);
-        }
-        for (at, data) in &self.files {
-            vm = vm.file(at, data.clone());
-        }
-        // The start marker follows a sync, so nothing else is in flight.
-        let vm = vm.script(&format!(
-            "sync\nsay go\n{} >/dev/null\nrc=$?\nsay done $rc\nsync",
-            self.command
-        ));
-        (vm, judged.unwrap())
-    }
-
     fn judge(&self, meta: &Path) -> Result<&'static str, String> {
         let s = seen_as(self.kind, meta)?;
         if s == self.old {
@@ -178,45 +149,143 @@ impl Writer {
             ))
         }
     }
+}
 
-    /// One uncut run to time the write (from the start marker to the end
-    /// marker, as the host sees them), then `n` cuts spread evenly over it
-    /// and a little past it, each at a random moment within its slot.
-    pub fn power_cuts(&self, env: &Env, dir: &Path, n: usize, seed: u64) -> Report {
-        let (vm, meta) = self.vm(dir, "whole");
-        let out = vm.run(env);
-        out.assert_ok();
-        assert_eq!(
-            out.values("done"),
-            ["0"],
-            "{}: the writer failed",
-            self.name
-        );
-        assert_eq!(self.judge(&meta), Ok("new"), "{}: uncut run", self.name);
-        let write_time = out.time_of("done").unwrap() - out.time_of("go").unwrap();
-        let mut rng = Lcg(seed);
-        let moments: Vec<Duration> = (0..n)
-            .map(|i| write_time.mul_f64(1.05 * (i as f64 + rng.next()) / n as f64))
-            .collect();
-        let cuts = std::thread::scope(|scope| {
-            let handles: Vec<_> = moments
-                .iter()
-                .enumerate()
-                .map(|(i, &at)| {
-                    let (vm, meta) = self.vm(dir, &i.to_string());
-                    scope.spawn(move || {
-                        let out = vm.run_cut(env, "go", at);
-                        assert!(!out.timed_out, "{}: cut {i} timed out", out.name);
-                        let verdict = self.judge(&meta);
-                        let _ = std::fs::remove_file(&meta);
-                        (at, verdict)
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        Report { write_time, cuts }
+pub struct Report {
+    pub name: String,
+    /// The write's length when uncut (host clock, start to end marker).
+    pub write_time: Duration,
+    /// (moment after the writer started, what the checkers saw, whether
+    /// the writer had printed its end marker before the kill).
+    pub cuts: Vec<(Duration, Result<&'static str, String>, bool)>,
+}
+
+/// The guest script running every writer at once, writer i after
+/// `delays[i]`, each on its own disks (`$D_w<i><name>`) and files
+/// (`/data/w<i>/...`), between `@@start-i` and `@@end-i` markers.
+fn script(writers: &[Writer], delays: &[Duration]) -> String {
+    let mut x = String::from("sync\nsay go\n");
+    for (i, (w, d)) in writers.iter().zip(delays).enumerate() {
+        let cmd = w
+            .command
+            .replace("$D_", &format!("$D_w{i}"))
+            .replace("/data/", &format!("/data/w{i}/"));
+        x.push_str(&format!(
+            "( usleep {}; say start-{i}; {cmd} >/dev/null; say end-{i} $? ) &\n",
+            d.as_micros()
+        ));
     }
+    x.push_str("wait\nsay done\nsync\n");
+    x
+}
+
+/// One VM with fresh copies of every writer's disks; returns the VM and
+/// each writer's judged disk.
+fn vm(writers: &[Writer], dir: &Path, run: &str, delays: &[Duration]) -> (Vm, Vec<PathBuf>) {
+    let mut vm = Vm::new(&format!("cuts-{run}"), dir).timeout(Duration::from_secs(240));
+    let mut judged = Vec::new();
+    for (i, w) in writers.iter().enumerate() {
+        for (name, template) in &w.disks {
+            let copy = dir.join(format!("{run}-w{i}{name}"));
+            super::harness::sparse_copy(template, &copy);
+            if *name == w.judged {
+                judged.push(copy.clone());
+            }
+            vm = vm.disk(&format!("w{i}{name}"), &copy);
+        }
+        for (at, data) in &w.files {
+            vm = vm.file(&at.replace("/data/", &format!("/data/w{i}/")), data.clone());
+        }
+    }
+    (vm.script(&script(writers, delays)), judged)
+}
+
+/// Power cuts for several writers at once: every boot runs all of them
+/// side by side and is killed once, each writer staggered so that the
+/// kill falls at the same fraction of its own write. Two uncut runs (in
+/// parallel, as the cuts run) time each write on the host clock; then
+/// `n` cuts at fractions spread evenly over 0..1.3 of the write, each at
+/// a random point within its slot.
+pub fn power_cuts(env: &Env, dir: &Path, writers: &[Writer], n: usize, seed: u64) -> Vec<Report> {
+    let zero = vec![Duration::ZERO; writers.len()];
+    let whole: Vec<_> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..2)
+            .map(|r| {
+                let (vm, judged) = vm(writers, dir, &format!("whole{r}"), &zero);
+                scope.spawn(move || (vm.run(env), judged))
+            })
+            .collect();
+        runs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // Per writer: how long after `go` it starts, and how long it writes.
+    let mut start = vec![Duration::ZERO; writers.len()];
+    let mut length = vec![Duration::ZERO; writers.len()];
+    for (out, judged) in &whole {
+        out.assert_ok();
+        for (i, w) in writers.iter().enumerate() {
+            assert_eq!(
+                out.values(&format!("end-{i}")),
+                ["0"],
+                "{}: the writer failed",
+                w.name
+            );
+            assert_eq!(w.judge(&judged[i]), Ok("new"), "{}: uncut run", w.name);
+            let go = out.time_of("go").unwrap();
+            let s = out.time_of(&format!("start-{i}")).unwrap();
+            let e = out.time_of(&format!("end-{i}")).unwrap();
+            start[i] += (s - go) / 2;
+            length[i] += (e - s) / 2;
+        }
+    }
+    let mut rng = Lcg(seed);
+    let plans: Vec<(f64, Duration, Vec<Duration>)> = (0..n)
+        .map(|k| {
+            let f = 1.3 * (k as f64 + rng.next()) / n as f64;
+            let kill_at: Vec<Duration> = (0..writers.len())
+                .map(|i| start[i] + length[i].mul_f64(f))
+                .collect();
+            let t = *kill_at.iter().max().unwrap();
+            let delays = kill_at.iter().map(|&k| t - k).collect();
+            (f, t, delays)
+        })
+        .collect();
+    let results: Vec<Vec<(Result<&'static str, String>, bool)>> = std::thread::scope(|scope| {
+        let runs: Vec<_> = plans
+            .iter()
+            .enumerate()
+            .map(|(k, (_, t, delays))| {
+                let (vm, judged) = vm(writers, dir, &format!("cut{k}"), delays);
+                scope.spawn(move || {
+                    let out = vm.run_cut(env, "go", *t);
+                    assert!(!out.timed_out, "{}: timed out", out.name);
+                    writers
+                        .iter()
+                        .enumerate()
+                        .map(|(i, w)| {
+                            let verdict = w.judge(&judged[i]);
+                            let ended = !out.values(&format!("end-{i}")).is_empty();
+                            let _ = std::fs::remove_file(&judged[i]);
+                            (verdict, ended)
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        runs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    writers
+        .iter()
+        .enumerate()
+        .map(|(i, w)| Report {
+            name: w.name.clone(),
+            write_time: length[i],
+            cuts: plans
+                .iter()
+                .zip(&results)
+                .map(|((f, _, _), r)| (length[i].mul_f64(*f), r[i].0.clone(), r[i].1))
+                .collect(),
+        })
+        .collect()
 }
 
 /// A pool as thin XML: an origin of `n` mappings scattered over the data
