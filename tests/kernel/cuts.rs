@@ -160,19 +160,18 @@ pub struct Report {
     pub cuts: Vec<(Duration, Result<&'static str, String>, bool)>,
 }
 
-/// The guest script running every writer at once, writer i after
-/// `delays[i]`, each on its own disks (`$D_w<i><name>`) and files
-/// (`/data/w<i>/...`), between `@@start-i` and `@@end-i` markers.
-fn script(writers: &[Writer], delays: &[Duration]) -> String {
+/// The guest script running every writer at once, each on its own disks
+/// (`$D_w<i><name>`) and files (`/data/w<i>/...`), between `@@start-i`
+/// and `@@end-i` markers.
+fn script(writers: &[Writer]) -> String {
     let mut x = String::from("sync\nsay go\n");
-    for (i, (w, d)) in writers.iter().zip(delays).enumerate() {
+    for (i, w) in writers.iter().enumerate() {
         let cmd = w
             .command
             .replace("$D_", &format!("$D_w{i}"))
             .replace("/data/", &format!("/data/w{i}/"));
         x.push_str(&format!(
-            "( usleep {}; say start-{i}; {cmd} >/dev/null; say end-{i} $? ) &\n",
-            d.as_micros()
+            "( say start-{i}; {cmd} >/dev/null; say end-{i} $? ) &\n"
         ));
     }
     x.push_str("wait\nsay done\nsync\n");
@@ -181,7 +180,7 @@ fn script(writers: &[Writer], delays: &[Duration]) -> String {
 
 /// One VM with fresh copies of every writer's disks; returns the VM and
 /// each writer's judged disk.
-fn vm(writers: &[Writer], dir: &Path, run: &str, delays: &[Duration]) -> (Vm, Vec<PathBuf>) {
+fn vm(writers: &[Writer], dir: &Path, run: &str) -> (Vm, Vec<PathBuf>) {
     let mut vm = Vm::new(&format!("cuts-{run}"), dir).timeout(Duration::from_secs(240));
     let mut judged = Vec::new();
     for (i, w) in writers.iter().enumerate() {
@@ -197,21 +196,20 @@ fn vm(writers: &[Writer], dir: &Path, run: &str, delays: &[Duration]) -> (Vm, Ve
             vm = vm.file(&at.replace("/data/", &format!("/data/w{i}/")), data.clone());
         }
     }
-    (vm.script(&script(writers, delays)), judged)
+    (vm.script(&script(writers)), judged)
 }
 
 /// Power cuts for several writers at once: every boot runs all of them
-/// side by side and is killed once, each writer staggered so that the
-/// kill falls at the same fraction of its own write. Two uncut runs (in
-/// parallel, as the cuts run) time each write on the host clock; then
-/// `n` cuts at fractions spread evenly over 0..1.3 of the write, each at
-/// a random point within its slot.
+/// side by side (give it writers whose writes take about as long) and is
+/// killed once. Two uncut runs (in parallel, as the cuts
+/// run) time the writes on the host clock; then `n` cuts spread evenly
+/// over 0..1.1 of the window until the last writer ends, each at a random
+/// point within its slot.
 pub fn power_cuts(env: &Env, dir: &Path, writers: &[Writer], n: usize, seed: u64) -> Vec<Report> {
-    let zero = vec![Duration::ZERO; writers.len()];
     let whole: Vec<_> = std::thread::scope(|scope| {
         let runs: Vec<_> = (0..2)
             .map(|r| {
-                let (vm, judged) = vm(writers, dir, &format!("whole{r}"), &zero);
+                let (vm, judged) = vm(writers, dir, &format!("whole{r}"));
                 scope.spawn(move || (vm.run(env), judged))
             })
             .collect();
@@ -237,24 +235,23 @@ pub fn power_cuts(env: &Env, dir: &Path, writers: &[Writer], n: usize, seed: u64
             length[i] += (e - s) / 2;
         }
     }
+    // All writers start together, as in the uncut runs (so each meets
+    // the same contention); the cuts spread over the whole window until
+    // the last one ends, and a little past it.
+    let window = (0..writers.len())
+        .map(|i| start[i] + length[i])
+        .max()
+        .unwrap();
     let mut rng = Lcg(seed);
-    let plans: Vec<(f64, Duration, Vec<Duration>)> = (0..n)
-        .map(|k| {
-            let f = 1.3 * (k as f64 + rng.next()) / n as f64;
-            let kill_at: Vec<Duration> = (0..writers.len())
-                .map(|i| start[i] + length[i].mul_f64(f))
-                .collect();
-            let t = *kill_at.iter().max().unwrap();
-            let delays = kill_at.iter().map(|&k| t - k).collect();
-            (f, t, delays)
-        })
+    let moments: Vec<Duration> = (0..n)
+        .map(|k| window.mul_f64(1.1 * (k as f64 + rng.next()) / n as f64))
         .collect();
     let results: Vec<Vec<(Result<&'static str, String>, bool)>> = std::thread::scope(|scope| {
-        let runs: Vec<_> = plans
+        let runs: Vec<_> = moments
             .iter()
             .enumerate()
-            .map(|(k, (_, t, delays))| {
-                let (vm, judged) = vm(writers, dir, &format!("cut{k}"), delays);
+            .map(|(k, t)| {
+                let (vm, judged) = vm(writers, dir, &format!("cut{k}"));
                 scope.spawn(move || {
                     let out = vm.run_cut(env, "go", *t);
                     assert!(!out.timed_out, "{}: timed out", out.name);
@@ -279,10 +276,10 @@ pub fn power_cuts(env: &Env, dir: &Path, writers: &[Writer], n: usize, seed: u64
         .map(|(i, w)| Report {
             name: w.name.clone(),
             write_time: length[i],
-            cuts: plans
+            cuts: moments
                 .iter()
                 .zip(&results)
-                .map(|((f, _, _), r)| (length[i].mul_f64(*f), r[i].0.clone(), r[i].1))
+                .map(|(t, r)| (t.saturating_sub(start[i]), r[i].0.clone(), r[i].1))
                 .collect(),
         })
         .collect()
