@@ -86,6 +86,9 @@ fn check(path: &Path, args: &[&str]) -> (i32, String) {
 
 #[test]
 fn damage_matrix() {
+    if !common::have_reference() {
+        return;
+    }
     let scratch = Scratch::new("matrix");
     let images = images(&scratch);
     let mut table = vec![format!(

@@ -375,7 +375,10 @@ fn lvm2_runs_dmpd_for_thin_pools() {
         return;
     };
     if !env.lvm {
-        println!("kernel tier: lvm2 scenario skipped: no lvm on the host (install lvm2)");
+        harness::skipped(
+            "lvm2_runs_dmpd_for_thin_pools",
+            "kernel tier: no lvm on the host (install lvm2)",
+        );
         return;
     }
     let s = Scratch::new("kernel-lvm");
@@ -569,9 +572,9 @@ fn have_tools(scenario: &str, tools: &[&str]) -> bool {
         .filter(|t| dmpd::commands::find(t).is_none())
         .collect();
     if !missing.is_empty() {
-        println!(
-            "kernel tier: {scenario} skipped: this build has no {}",
-            missing.join(", ")
+        harness::skipped(
+            scenario,
+            &format!("kernel tier: this build has no {}", missing.join(", ")),
         );
     }
     missing.is_empty()

@@ -49,6 +49,9 @@ fn tool(path: &Path, args: &[&str]) -> (i32, String) {
 
 #[test]
 fn auto_repair_fixes_metadata_and_data_leaks_writing_only_free_blocks() {
+    if !common::have_reference() {
+        return;
+    }
     let s = Scratch::new("repair-leaks");
     let image = leaky(16, 5);
     let path = s.path("leaky");
@@ -96,6 +99,9 @@ fn auto_repair_fixes_metadata_and_data_leaks_writing_only_free_blocks() {
 
 #[test]
 fn clear_needs_check_flag_repairs_leaks_and_clears_the_flag() {
+    if !common::have_reference() {
+        return;
+    }
     let s = Scratch::new("repair-flag");
     let mut image = leaky(1, 0);
     let mut sb = image.superblock();
@@ -112,6 +118,9 @@ fn clear_needs_check_flag_repairs_leaks_and_clears_the_flag() {
 
 #[test]
 fn under_counts_are_refused_and_nothing_is_written() {
+    if !common::have_reference() {
+        return;
+    }
     let s = Scratch::new("repair-refuse");
     let mut image = leaky(3, 0);
     let b = image.find_block_with_count(false, 2);
@@ -127,6 +136,9 @@ fn under_counts_are_refused_and_nothing_is_written() {
 
 #[test]
 fn leaks_on_a_read_only_file_fail_without_writing() {
+    if !common::have_reference() {
+        return;
+    }
     let s = Scratch::new("repair-ro");
     let image = leaky(2, 0);
     let path = s.path("ro");
@@ -151,6 +163,9 @@ fn leaks_on_a_read_only_file_fail_without_writing() {
 /// exactly as before (leaks only) or clean, never worse.
 #[test]
 fn a_crash_at_any_write_leaves_old_or_new_metadata() {
+    if !common::have_reference() {
+        return;
+    }
     let image = leaky(16, 5);
     let before = check_bytes(&image.bytes);
     assert!(!before.has_fatal());
@@ -193,6 +208,9 @@ fn a_crash_at_any_write_leaves_old_or_new_metadata() {
 /// The same with writes since the last flush dropped.
 #[test]
 fn a_crash_that_drops_unflushed_writes_leaves_old_or_new() {
+    if !common::have_reference() {
+        return;
+    }
     use dmpd::io::sink::VolatileSink;
     let image = leaky(16, 5);
     let before = check_bytes(&image.bytes);

@@ -236,15 +236,6 @@ pub fn parse<C: Parser>(args: Vec<OsString>) -> Result<C, i32> {
     })
 }
 
-/// Flushes a finished output file to stable storage. Character devices
-/// and pipes (`-o /dev/null`, a FIFO) have nothing to flush and refuse.
-pub fn sync_output(file: &std::fs::File) -> std::io::Result<()> {
-    if file.metadata()?.file_type().is_file() {
-        file.sync_all()?;
-    }
-    Ok(())
-}
-
 /// Turns a tool's result into its exit status, printing the final error
 /// unless the tool is quiet. A broken pipe ends the tool silently.
 pub fn finish(result: anyhow::Result<()>, quiet: bool) -> i32 {

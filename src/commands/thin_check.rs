@@ -73,7 +73,9 @@ struct Cli {
     #[arg(short = 'V', long = "version", action = ArgAction::SetTrue, exclusive = true)]
     version: bool,
 
-    #[arg(short = 'v', action = ArgAction::Count, hide = true)]
+    /// Print every damaged node, with the reference tools' node path,
+    /// instead of a summary per device
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     verbose: u8,
 
     #[arg(long, hide = true, value_name = "ENGINE")]
@@ -114,6 +116,7 @@ fn run_cli(cli: Cli) -> Result<()> {
         metadata_snap: cli.metadata_snap,
         override_mapping_root: cli.override_mapping_root,
         override_details_root: cli.override_details_root,
+        verbose: cli.verbose > 0,
     };
     let mut result = check(&src, &opts, &rep);
     let repairing = cli.clear_needs_check_flag || cli.auto_repair;

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::{ArgAction, Parser, ValueEnum};
 
 use crate::io::input::{check_binary, check_path};
+use crate::io::output::ReplacingOutput;
 use crate::io::source::{BlockSource, OpenOptions};
 use crate::thin::dump::{dump, write_devices, DumpOptions, Format};
 use crate::thin::repair::{salvage, RepairOptions};
@@ -134,15 +135,14 @@ fn run_cli(cli: Cli) -> Result<()> {
     };
     match &cli.output {
         Some(path) => {
-            let file =
-                crate::io::output::text_output(path, &[&cli.input]).context("output error")?;
+            let file = ReplacingOutput::create(path, &[&cli.input]).context("output error")?;
             let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
             write(&mut out)?;
             let file = out
                 .into_inner()
                 .map_err(|e| e.into_error())
                 .context("output error")?;
-            super::sync_output(&file).context("output error")?;
+            file.commit().context("output error")?;
         }
         None => {
             let stdout = std::io::stdout();

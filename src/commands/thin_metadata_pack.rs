@@ -3,12 +3,13 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Parser};
 
 use crate::io::input::{check_binary, check_path};
 use crate::io::pack;
 use crate::io::source::{BlockSource, OpenOptions};
+use crate::io::BLOCK_SIZE;
 
 /// Pack the metadata blocks of a device or file into a compressed file
 #[derive(Parser, Debug)]
@@ -44,12 +45,27 @@ fn run_cli(cli: Cli) -> Result<()> {
     let src = BlockSource::open(&cli.input, OpenOptions { exclusive: true })?;
     check_binary(&src, true)?;
     crate::io::output::check_distinct(&cli.output, &[&cli.input])?;
-    super::overwrite::confirm(&cli.output, cli.force)?;
     let image = src.block_range(0, src.nr_blocks())?;
-    let file = crate::io::output::text_output(&cli.output, &[&cli.input])?;
+    // Damaged metadata is worth packing (to show someone), a file with
+    // no metadata block at all is not: its pack would be empty.
+    let any_metadata = image
+        .chunks(BLOCK_SIZE)
+        .any(|b| crate::io::checksum::kind_of(b).is_some());
+    if !any_metadata {
+        let what = crate::io::input::what_it_holds(src.head(BLOCK_SIZE), "")
+            .map(|w| format!(": {w}"))
+            .unwrap_or_default();
+        bail!(
+            "'{}' holds no metadata blocks (none of its {} blocks carries a metadata checksum){what}",
+            cli.input.display(),
+            src.nr_blocks()
+        );
+    }
+    super::overwrite::confirm(&cli.output, cli.force)?;
+    let file = crate::io::output::ReplacingOutput::create(&cli.output, &[&cli.input])?;
     let mut out = std::io::BufWriter::new(file);
     pack::pack(image, &mut out).context("writing the pack")?;
     let file = out.into_inner().map_err(|e| e.into_error())?;
-    super::sync_output(&file).context("writing the pack")?;
+    file.commit().context("writing the pack")?;
     Ok(())
 }

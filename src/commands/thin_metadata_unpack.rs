@@ -45,8 +45,11 @@ fn run_cli(cli: Cli) -> Result<()> {
     super::overwrite::confirm(&cli.output, cli.force)?;
     let bytes = std::fs::read(&cli.input)
         .with_context(|| format!("cannot read '{}'", cli.input.display()))?;
-    // A file that is not a pack is refused before the output is touched.
-    let nr_blocks = pack::read_header(&bytes)?;
+    // A file that is not a whole pack is refused before the output is
+    // touched: every chunk is decoded once without writing.
+    let not_a_pack = |e: &dyn std::fmt::Display| anyhow!("'{}': {e}", cli.input.display());
+    let nr_blocks = pack::read_header(&bytes).map_err(|e| not_a_pack(&e))?;
+    pack::unpack_each(&bytes, |_, _| Ok(())).map_err(|e| not_a_pack(&e))?;
     let file = crate::io::output::text_output(&cli.output, &[&cli.input])?;
     if nr_blocks > 0 {
         file.write_all_at(&[0u8; BLOCK_SIZE], (nr_blocks - 1) * BLOCK_SIZE as u64)?;

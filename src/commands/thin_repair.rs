@@ -84,7 +84,8 @@ fn run_cli(cli: Cli) -> Result<()> {
             data_block_size: cli.overrides.data_block_size,
             nr_data_blocks: cli.overrides.nr_data_blocks,
         },
-    )?;
+    )
+    .map_err(|e| unsalvageable(&src, e))?;
     phases::phase("repair: salvaged");
     if !cli.quiet && cli.verbose > 0 {
         for w in &found.warnings {
@@ -140,4 +141,18 @@ fn run_cli(cli: Cli) -> Result<()> {
     }
     .context("output error")?;
     Ok(())
+}
+
+/// Names the input and, where it can be told, what it holds instead of
+/// thin metadata (text, XML, another target's), when nothing could be
+/// salvaged from it.
+fn unsalvageable(src: &BlockSource, e: anyhow::Error) -> anyhow::Error {
+    let what = crate::thin::superblock::truncation(src)
+        .or_else(|| crate::io::input::what_it_holds(src.head(BLOCK_SIZE), "thin"))
+        .map(|w| format!(" ({w})"))
+        .unwrap_or_default();
+    e.context(format!(
+        "nothing could be salvaged from '{}'{what}",
+        src.path().display()
+    ))
 }

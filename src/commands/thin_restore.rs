@@ -51,6 +51,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
 
 fn run_cli(cli: Cli) -> Result<()> {
     check_path(&cli.input)?;
+    crate::io::input::check_xml(&cli.input)?;
     let overrides = Overrides {
         transaction_id: cli.overrides.transaction_id,
         data_block_size: cli.overrides.data_block_size,

@@ -65,7 +65,7 @@ fn run_cli(cli: Cli) -> Result<()> {
     let src = BlockSource::open(&cli.input, OpenOptions { exclusive: true })?;
     check_binary(&src, false)?;
     let sb = Superblock::read(&src, 0)
-        .map_err(|e| anyhow::anyhow!("bad checksum in superblock ({e})"))?;
+        .map_err(|e| anyhow::anyhow!("{}", crate::thin::superblock::bad_superblock(&src, &e)))?;
     let (roots, details) = read_devices_strict(&src, sb.mapping_root, sb.details_root)?;
     let (only_mapped, only_detailed) = unmatched_ids(&roots, &details);
     if !only_mapped.is_empty() || !only_detailed.is_empty() {

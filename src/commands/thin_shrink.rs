@@ -73,6 +73,18 @@ fn scratch_beside(near: &Path, what: &str) -> Scratch {
     Scratch(dir.join(format!(".thin_shrink.{}.{what}.xml", std::process::id())))
 }
 
+/// Creates a scratch file beside the output, naming the output when
+/// that fails (the scratch name means nothing to the user).
+fn create_scratch(scratch: &Scratch, output: &Path) -> Result<std::io::BufWriter<std::fs::File>> {
+    let f = std::fs::File::create(&scratch.0).with_context(|| {
+        format!(
+            "cannot create a scratch file beside the output '{}'",
+            output.display()
+        )
+    })?;
+    Ok(std::io::BufWriter::new(f))
+}
+
 fn run_cli(cli: Cli) -> Result<()> {
     check_path(&cli.input)?;
     // Nothing moves until every writer target is known to be apart from
@@ -92,7 +104,7 @@ fn run_cli(cli: Cli) -> Result<()> {
         let src = BlockSource::open(&cli.input, OpenOptions { exclusive: true })?;
         check_binary(&src, false)?;
         let scratch = scratch_beside(&cli.output, "in");
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&scratch.0)?);
+        let mut f = create_scratch(&scratch, &cli.output)?;
         let opts = DumpOptions {
             format: Format::Xml,
             metadata_snap: false,
@@ -107,6 +119,7 @@ fn run_cli(cli: Cli) -> Result<()> {
         input_xml = scratch.0.clone();
         _dumped = Some(scratch);
     } else {
+        crate::io::input::check_xml(&cli.input)?;
         input_xml = cli.input.clone();
         _dumped = None;
     }
@@ -115,7 +128,7 @@ fn run_cli(cli: Cli) -> Result<()> {
     validate(&input_xml, &Overrides::default())?;
     let shrunk = scratch_beside(&cli.output, "out");
     let moves = {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&shrunk.0)?);
+        let mut f = create_scratch(&shrunk, &cli.output)?;
         shrink_xml(&input_xml, cli.nr_blocks, &mut f)?
     };
     // The data moves first, into blocks no mapping uses: until the new

@@ -80,7 +80,8 @@ fn run_cli(cli: Cli) -> Result<Option<i32>> {
         rep.line("Nothing was discarded: run thin_check for the details, and thin_repair if it reports damage.");
         return Ok(Some(EXIT_CHECK_FAILED));
     }
-    let sb = Superblock::read(&src, 0)?;
+    let sb = Superblock::read(&src, 0)
+        .map_err(|e| anyhow::anyhow!("{}", crate::thin::superblock::bad_superblock(&src, &e)))?;
     let runs = free_data_runs(&src, &sb)?;
 
     let block_bytes = sb.data_block_size as u64 * 512;

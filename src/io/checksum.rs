@@ -54,6 +54,17 @@ impl BlockKind {
         }
     }
 
+    /// The name with its indefinite article ("an era superblock").
+    pub fn a_name(self) -> String {
+        let name = self.name();
+        let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
+        format!("{article} {name}")
+    }
+
     /// Where the block records its own location (every kind but array
     /// blocks keeps it right after the checksum and a 32-bit field).
     pub const fn blocknr_offset(self) -> usize {

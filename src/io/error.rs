@@ -38,17 +38,18 @@ impl BlockError {
     pub fn reason(&self) -> String {
         match self {
             BlockError::OutOfBounds { nr_blocks, .. } => {
-                format!("io error: beyond the end of the metadata ({nr_blocks} blocks)")
+                let unit = if *nr_blocks == 1 { "block" } else { "blocks" };
+                format!("io error: beyond the end of the metadata ({nr_blocks} {unit})")
             }
             BlockError::Checksum { .. } => "checksum error".to_string(),
             BlockError::WrongKind { wanted, found, .. } => {
                 if *wanted == BlockKind::BtreeNode {
-                    format!("not a btree node (its checksum is a {}'s)", found.name())
+                    format!("not a btree node (its checksum is {}'s)", found.a_name())
                 } else {
                     format!(
-                        "not a {} (its checksum is a {}'s)",
-                        wanted.name(),
-                        found.name()
+                        "not {} (its checksum is {}'s)",
+                        wanted.a_name(),
+                        found.a_name()
                     )
                 }
             }

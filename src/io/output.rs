@@ -276,9 +276,11 @@ pub fn metadata_output(output: &Path, inputs: &[&Path]) -> Result<(FileSink, u64
     Ok((sink, bytes / BLOCK_SIZE as u64))
 }
 
-/// Creates (or truncates) a text or pack output, after checking it is
-/// not one of `inputs`. The file is opened without truncation, compared
-/// again by what was opened, and only then emptied.
+/// Creates (or truncates) an output in place, after checking it is not
+/// one of `inputs`: for outputs written block by block (unpack onto a
+/// device) where a scratch copy is not wanted. The file is opened
+/// without truncation, compared again by what was opened, and only then
+/// emptied.
 pub fn text_output(output: &Path, inputs: &[&Path]) -> Result<File> {
     check_distinct(output, inputs)?;
     let file = std::fs::OpenOptions::new()
@@ -296,6 +298,129 @@ pub fn text_output(output: &Path, inputs: &[&Path]) -> Result<File> {
             .with_context(|| format!("cannot truncate '{}'", output.display()))?;
     }
     Ok(file)
+}
+
+/// A text or pack output that replaces a regular file only when the
+/// run succeeds: it is written to a scratch file beside the target and
+/// renamed over it by `commit`, so a run that fails part way (damage
+/// found half-way through a dump) leaves the earlier file as it was.
+/// Devices, pipes and `/dev/null` are written in place.
+pub struct ReplacingOutput {
+    file: File,
+    /// (scratch, target) while the scratch file is not yet renamed.
+    pending: Option<(PathBuf, PathBuf)>,
+}
+
+impl ReplacingOutput {
+    /// Checks `output` against `inputs` and opens what will replace it.
+    pub fn create(output: &Path, inputs: &[&Path]) -> Result<ReplacingOutput> {
+        check_distinct(output, inputs)?;
+        let existing = std::fs::metadata(output).ok();
+        let regular_or_new = existing.as_ref().is_none_or(|m| m.file_type().is_file());
+        if !regular_or_new {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(output)
+                .with_context(|| format!("cannot open '{}'", output.display()))?;
+            compare(output, Identity::of(&file.metadata()?), inputs)?;
+            return Ok(ReplacingOutput {
+                file,
+                pending: None,
+            });
+        }
+        // Through a symlink, the file it names is what gets replaced.
+        let target = match &existing {
+            Some(_) => std::fs::canonicalize(output)
+                .with_context(|| format!("cannot resolve '{}'", output.display()))?,
+            None => output.to_path_buf(),
+        };
+        if existing.is_some() {
+            // Permission to replace the file is asked of the file itself,
+            // as writing it in place would.
+            if !writable(&target) {
+                let e = std::io::Error::from_raw_os_error(libc::EACCES);
+                return Err(anyhow::Error::new(e))
+                    .with_context(|| format!("cannot write '{}'", output.display()));
+            }
+        }
+        let dir = target
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = target.file_name().unwrap_or_default().to_string_lossy();
+        let scratch = dir.join(format!(".{name}.dmpd-{}", std::process::id()));
+        let file = match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&scratch)
+        {
+            Ok(f) => f,
+            // A writable file in a folder we may not add to: in place.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && existing.is_some() => {
+                return Ok(ReplacingOutput {
+                    file: text_output(output, inputs)?,
+                    pending: None,
+                });
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot create '{}'", output.display()))
+            }
+        };
+        if let Some(m) = &existing {
+            // The replacement keeps the old file's mode and, where we
+            // may set it, its owner.
+            let _ = std::fs::set_permissions(&scratch, m.permissions());
+            let _ = std::os::unix::fs::chown(&scratch, Some(m.uid()), Some(m.gid()));
+        }
+        Ok(ReplacingOutput {
+            file,
+            pending: Some((scratch, target)),
+        })
+    }
+
+    /// Makes the output durable and puts it in place.
+    pub fn commit(mut self) -> Result<()> {
+        if let Some((scratch, target)) = self.pending.take() {
+            let done = self
+                .file
+                .sync_all()
+                .and_then(|()| std::fs::rename(&scratch, &target));
+            if let Err(e) = done {
+                let _ = std::fs::remove_file(&scratch);
+                return Err(e).with_context(|| format!("cannot write '{}'", target.display()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether this process may write `path` (access(2), which honours the
+/// real user, as the open in place would).
+fn writable(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated path for the call's duration.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
+impl std::io::Write for ReplacingOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Drop for ReplacingOutput {
+    fn drop(&mut self) {
+        if let Some((scratch, _)) = self.pending.take() {
+            let _ = std::fs::remove_file(scratch);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -363,6 +488,39 @@ mod tests {
             .to_string();
         assert!(e.contains("same file"), "{e}");
         assert_eq!(std::fs::read(&input).unwrap(), vec![7u8; 4096]);
+    }
+
+    #[test]
+    fn a_failed_run_leaves_the_earlier_output() {
+        use std::io::Write;
+        let d = scratch("replacing");
+        let input = d.0.join("in");
+        let out = d.0.join("out");
+        std::fs::write(&input, b"x").unwrap();
+        std::fs::write(&out, b"earlier").unwrap();
+        let mut o = ReplacingOutput::create(&out, &[&input]).unwrap();
+        o.write_all(b"half a dump").unwrap();
+        drop(o);
+        assert_eq!(std::fs::read(&out).unwrap(), b"earlier");
+        assert_eq!(
+            std::fs::read_dir(&d.0).unwrap().count(),
+            2,
+            "scratch file left"
+        );
+        // Through a symlink: the target is replaced, the link stays.
+        let link = d.0.join("link");
+        std::os::unix::fs::symlink(&out, &link).unwrap();
+        let mut o = ReplacingOutput::create(&link, &[&input]).unwrap();
+        o.write_all(b"new").unwrap();
+        o.commit().unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"new");
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        // The same guard as every writer.
+        let e = ReplacingOutput::create(&input, &[&input]).err().unwrap();
+        assert!(e.to_string().contains("same file"), "{e}");
     }
 
     #[test]

@@ -220,6 +220,13 @@ impl BlockSource {
         self.len == 0
     }
 
+    /// The first bytes of the input (all of it when shorter than `n`),
+    /// for telling what a file that is not metadata holds.
+    pub fn head(&self, n: usize) -> &[u8] {
+        let bytes = self.bytes();
+        &bytes[..n.min(bytes.len())]
+    }
+
     fn bytes(&self) -> &[u8] {
         match &self.backing {
             Backing::File(m) => &m[..],

@@ -51,8 +51,16 @@ pub fn read_devices_strict(
     mapping_root: u64,
     details_root: u64,
 ) -> anyhow::Result<(BTreeMap<u64, u64>, BTreeMap<u64, DeviceDetails>)> {
-    let named = |tree: &str, (block, damage): (u64, crate::pdata::btree::walk::Damage)| {
-        anyhow::anyhow!("{tree}: node error at block {block}: {damage}")
+    use crate::pdata::btree::walk::Damage;
+    let named = |tree: &str, (block, damage): (u64, Damage)| match damage {
+        Damage::Block(crate::io::BlockError::OutOfBounds { .. }) => anyhow::anyhow!(
+            "'{}' looks truncated: the {tree} needs block {block}, beyond its end \
+             ({} blocks, {} bytes)",
+            src.path().display(),
+            src.nr_blocks(),
+            src.len()
+        ),
+        damage => anyhow::anyhow!("{tree}: node error at block {block}: {damage}"),
     };
     let roots = try_read_entries(src, mapping_root, TOP_LEVEL_VALUE_SIZE)
         .map_err(|e| named("mapping top-level", e))?

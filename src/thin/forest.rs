@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Result};
 
-use crate::io::BlockSource;
+use crate::io::{BlockError, BlockSource};
 use crate::pdata::block_hash::BlockMap;
 use crate::pdata::btree::node::NodeView;
 use crate::pdata::btree::walk::{Damage, LeafVisitor, SubtreeSummary, TreeSpec, Walker};
@@ -60,6 +60,20 @@ pub fn validate_named(src: &BlockSource, roots: &[(String, u64)]) -> Result<Fore
         walker.summarise(name, *root, &mut internals);
     }
     let damage = walker.take_findings();
+    let beyond = damage
+        .iter()
+        .filter(|d| matches!(d.damage, Damage::Block(BlockError::OutOfBounds { .. })))
+        .count();
+    if beyond > 0 {
+        bail!(
+            "'{}' looks truncated: {beyond} of the nodes its trees need lie beyond its end \
+             ({} blocks, {} bytes); first: {}",
+            src.path().display(),
+            src.nr_blocks(),
+            src.len(),
+            damage[0]
+        );
+    }
     if let Some(d) = damage.first() {
         let more = if damage.len() > 1 {
             format!(" and {} more", damage.len() - 1)

@@ -194,6 +194,45 @@ impl Superblock {
     }
 }
 
+/// The error for a superblock that is not a thin superblock: the
+/// reference tools' words (scripts match them), the file, and what the
+/// file holds when that can be told (text, XML, zeros, another target).
+pub fn bad_superblock(src: &BlockSource, e: &BlockError) -> String {
+    let mut m = format!(
+        "bad checksum in superblock of '{}' ({e})",
+        src.path().display()
+    );
+    if e.block() == SUPERBLOCK_LOCATION {
+        if let Some(what) = crate::io::input::what_it_holds(src.head(BLOCK_SIZE), "thin") {
+            m.push_str(": ");
+            m.push_str(&what);
+        }
+    }
+    m
+}
+
+/// When `src` is shorter than its superblock's metadata space map says,
+/// the sentence that says so with both sizes; the one finding that
+/// explains every unreadable block after it.
+pub fn truncation(src: &BlockSource) -> Option<String> {
+    let sb = Superblock::read(src, SUPERBLOCK_LOCATION).ok()?;
+    let want = sb
+        .metadata_sm_root
+        .nr_blocks
+        .min(crate::pdata::space_map::bitmap::MAX_METADATA_BLOCKS);
+    let have = src.nr_blocks();
+    (have < want).then(|| {
+        format!(
+            "'{}' looks truncated: it holds {have} {} ({} bytes), but its superblock \
+             describes a metadata device of {want} blocks ({} bytes)",
+            src.path().display(),
+            if have == 1 { "block" } else { "blocks" },
+            src.len(),
+            want * BLOCK_SIZE as u64
+        )
+    })
+}
+
 /// The live superblock, and the one to read trees from: the live one,
 /// or with `metadata_snap` the snapshot's copy it points at.
 pub fn live_and_chosen(
@@ -201,7 +240,7 @@ pub fn live_and_chosen(
     metadata_snap: bool,
 ) -> anyhow::Result<(Superblock, Superblock)> {
     let live = Superblock::read(src, SUPERBLOCK_LOCATION)
-        .map_err(|e| anyhow::anyhow!("bad checksum in superblock ({e})"))?;
+        .map_err(|e| anyhow::anyhow!("{}", bad_superblock(src, &e)))?;
     if !metadata_snap {
         return Ok((live.clone(), live));
     }

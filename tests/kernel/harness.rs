@@ -52,10 +52,18 @@ pub fn env(test: &str) -> Option<&'static Env> {
     match ENV.get_or_init(Env::discover) {
         Ok(e) => Some(e),
         Err(why) => {
-            println!("kernel tier skipped ({test}): {why}");
+            skipped(test, &format!("kernel tier: {why}"));
             None
         }
     }
+}
+
+/// Says on the terminal, past the test harness's capture and in one
+/// write, that `test` is skipped and why.
+pub fn skipped(test: &str, why: &str) {
+    use std::io::Write;
+    let line = format!("SKIPPED {test}: {why}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 pub fn cache_dir() -> PathBuf {

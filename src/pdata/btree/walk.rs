@@ -117,15 +117,34 @@ impl NodeDamage {
     }
 }
 
+impl NodeDamage {
+    /// The reference tools' words for the kind of damage, and its reason.
+    fn kind_and_reason(&self) -> (&'static str, String) {
+        match &self.damage {
+            Damage::BadValues(what) => ("value error", what.clone()),
+            Damage::UnevenDepth => ("context error", self.damage.to_string()),
+            other => ("node error", other.to_string()),
+        }
+    }
+
+    /// `tree: node error: reason (block B, keys [a..b])`: as the Display
+    /// form without the encoded node path, for people rather than scripts.
+    pub fn plain(&self) -> String {
+        let (kind, reason) = self.kind_and_reason();
+        format!(
+            "{}: {kind}: {reason} (block {}, keys {})",
+            self.tree,
+            self.block(),
+            self.keys
+        )
+    }
+}
+
 /// `tree: node error: reason PATH (block B, keys [a..b])`: the reference
 /// tools' wording and encoded node path, then the location in plain words.
 impl std::fmt::Display for NodeDamage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (kind, reason) = match &self.damage {
-            Damage::BadValues(what) => ("value error", what.clone()),
-            Damage::UnevenDepth => ("context error", self.damage.to_string()),
-            other => ("node error", other.to_string()),
-        };
+        let (kind, reason) = self.kind_and_reason();
         write!(
             f,
             "{}: {kind}: {reason} {} (block {}, keys {})",

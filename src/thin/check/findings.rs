@@ -32,6 +32,9 @@ pub struct Finding {
     pub kind: &'static str,
     pub message: String,
     pub location: Location,
+    /// The long form printed with `-v`: the reference tools' wording
+    /// with its encoded node path.
+    pub detail: Option<String>,
 }
 
 impl Finding {
@@ -41,6 +44,7 @@ impl Finding {
             kind,
             message,
             location: Location::default(),
+            detail: None,
         }
     }
 
@@ -50,11 +54,17 @@ impl Finding {
             kind,
             message,
             location: Location::default(),
+            detail: None,
         }
     }
 
     pub fn at(mut self, location: Location) -> Finding {
         self.location = location;
+        self
+    }
+
+    pub fn with_detail(mut self, detail: String) -> Finding {
+        self.detail = Some(detail);
         self
     }
 

@@ -9,6 +9,7 @@
 //! reconciled block by block for both space maps.
 
 pub mod findings;
+mod fold;
 mod mappings;
 mod space_maps;
 
@@ -39,6 +40,9 @@ pub struct CheckOptions {
     pub metadata_snap: bool,
     pub override_mapping_root: Option<u64>,
     pub override_details_root: Option<u64>,
+    /// Print every damaged node with the reference tools' node path,
+    /// instead of the folded summary.
+    pub verbose: bool,
 }
 
 /// The facts thin_check prints on stdout.
@@ -116,7 +120,7 @@ pub fn check(src: &BlockSource, opts: &CheckOptions, rep: &Reporter) -> CheckRes
 
 impl<'a> Checker<'a> {
     fn report(&mut self, f: Finding) {
-        self.rep.line(&render(&f));
+        self.rep.line(&render(&f, self.opts.verbose));
         self.result.findings.push(f);
     }
 
@@ -129,7 +133,7 @@ impl<'a> Checker<'a> {
         let mut sb = match Superblock::read(src, SUPERBLOCK_LOCATION) {
             Ok(sb) => sb,
             Err(e) => {
-                return self.abort(format!("bad checksum in superblock ({e})"));
+                return self.abort(crate::thin::superblock::bad_superblock(src, &e));
             }
         };
         self.result.superblock = Some(sb.clone());
@@ -170,19 +174,46 @@ impl<'a> Checker<'a> {
         ));
 
         self.check_superblock_fields(&sb);
-        if self.opts.super_block_only || self.result.has_fatal() {
+        if !self.opts.super_block_only {
+            self.check_length(&sb);
+        }
+        if self.opts.super_block_only || self.result.has_fatal() && !self.truncated(&sb) {
             return;
         }
 
         self.rep.line("Checking thin metadata");
         self.rep.line("device details tree");
-        // The data counters are sized from this: it must be sane.
-        if let Err(why) = sb.data_size_plausible(self.src.nr_blocks()) {
+        // The data counters are sized from this: it must be sane. A
+        // truncated file is judged by the size its superblock records.
+        let described = self.src.nr_blocks().max(self.described_blocks(&sb));
+        if let Err(why) = sb.data_size_plausible(described) {
             return self.report(Finding::fatal("superblock", why));
         }
         prefetch_allocated(self.src, &sb);
         phases::phase("check: prefetch started");
         self.check_trees(&sb, snap);
+    }
+
+    /// Metadata blocks the superblock's space map describes (capped at
+    /// what a space map can hold, so a damaged count stays bounded).
+    fn described_blocks(&self, sb: &Superblock) -> u64 {
+        sb.metadata_sm_root.nr_blocks.min(MAX_METADATA_BLOCKS)
+    }
+
+    fn truncated(&self, sb: &Superblock) -> bool {
+        self.src.nr_blocks() < self.described_blocks(sb)
+    }
+
+    /// A file shorter than its space map says is the one finding that
+    /// explains every unreadable node after it: it comes first.
+    fn check_length(&mut self, sb: &Superblock) {
+        let Some(sentence) = crate::thin::superblock::truncation(self.src) else {
+            return;
+        };
+        self.report(Finding::fatal("truncated", sentence).at(Location {
+            blocks: Some((self.src.nr_blocks(), self.described_blocks(sb))),
+            ..Default::default()
+        }));
     }
 
     /// Fields a walk would trip over later, reported with their values.
@@ -340,25 +371,15 @@ impl<'a> Checker<'a> {
         walker.walk_many(&trees, TreeSpec::MAPPING, &visitor);
         phases::phase("check: mapping trees walked");
 
-        let damage = walker.take_findings();
+        let mut damage = walker.take_findings();
         let nr_damaged = damage.len();
-        for d in &damage {
-            let device = device_of(&d.tree);
-            self.report(node_finding(d, device));
-        }
-        if nr_damaged > 0 {
-            self.report(Finding::fatal(
-                "mapping_damage_summary",
-                format!("{nr_damaged} damaged node(s) or value(s) in the data mapping trees"),
-            ));
-        }
 
         // Mapped block counts of live devices, then of the devices only
         // the metadata snapshot holds.
         let mut memo = BlockMap::default();
-        let mut mapping_failed = false;
+        let mut losses = Vec::new();
         if let Some((roots, details)) = &live {
-            mapping_failed |= self.check_counts(&walker, roots, details, &mut memo, "");
+            losses.extend(self.check_counts(&walker, roots, details, &mut memo, ""));
         }
         if let Some((roots, details)) = &snap_view {
             let exclusive: BTreeMap<u64, u64> = roots
@@ -366,20 +387,22 @@ impl<'a> Checker<'a> {
                 .filter(|(id, root)| live.as_ref().is_none_or(|(l, _)| l.get(id) != Some(root)))
                 .map(|(id, root)| (*id, *root))
                 .collect();
-            mapping_failed |= self.check_counts(
+            losses.extend(self.check_counts(
                 &walker,
                 &exclusive,
                 details,
                 &mut memo,
                 "metadata snapshot ",
-            );
+            ));
         }
         // Depth problems found while counting.
-        for d in walker.take_findings() {
-            let device = device_of(&d.tree);
-            self.report(node_finding(&d, device));
-            mapping_failed = true;
+        let late = walker.take_findings();
+        let mapping_failed = !losses.is_empty() || !late.is_empty();
+        self.report_mapping_damage(&damage, losses);
+        for d in &late {
+            self.report(node_finding(d, device_of(&d.tree)));
         }
+        damage.extend(late);
         if mapping_failed || nr_damaged > 0 {
             self.abort("check of mappings failed".into());
         }
@@ -469,17 +492,47 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Compares each device's mapping count with its details. True if
-    /// any device failed.
+    /// Node damage in the mapping trees and what it cost each device:
+    /// folded by default, every node with `-v`.
+    fn report_mapping_damage(&mut self, damage: &[NodeDamage], losses: Vec<(fold::Loss, Finding)>) {
+        let mut findings: Vec<Finding> = damage
+            .iter()
+            .map(|d| node_finding(d, device_of(&d.tree)))
+            .collect();
+        if !damage.is_empty() {
+            findings.push(Finding::fatal(
+                "mapping_damage_summary",
+                format!(
+                    "{} damaged node(s) or value(s) in the data mapping trees",
+                    damage.len()
+                ),
+            ));
+        }
+        let (losses, loss_findings): (Vec<fold::Loss>, Vec<Finding>) = losses.into_iter().unzip();
+        findings.extend(loss_findings);
+        if self.opts.verbose || damage.len() <= fold::FOLD_ABOVE {
+            for f in findings {
+                self.report(f);
+            }
+            return;
+        }
+        for line in fold::mapping_damage(damage, &losses) {
+            self.rep.line(&line);
+        }
+        self.result.findings.extend(findings);
+    }
+
+    /// Compares each device's mapping count with its details; returns
+    /// each device that failed.
     fn check_counts(
         &mut self,
         walker: &Walker,
         roots: &BTreeMap<u64, u64>,
         details: &BTreeMap<u64, DeviceDetails>,
         memo: &mut BlockMap<crate::pdata::btree::walk::SubtreeSummary>,
-        which: &str,
-    ) -> bool {
-        let mut failed = false;
+        which: &'static str,
+    ) -> Vec<(fold::Loss, Finding)> {
+        let mut failed = Vec::new();
         for (id, root) in roots {
             let expected = details.get(id).map(|d| d.mapped_blocks).unwrap_or(0);
             let summary = walker.summarise(&format!("device {id}"), *root, memo);
@@ -489,46 +542,62 @@ impl<'a> Checker<'a> {
                 block: Some(*root),
                 ..Default::default()
             };
-            let message = if summary.height.is_none() && summary.entries == 0 && summary.damaged > 0
+            let (message, short) = if summary.height.is_none()
+                && summary.entries == 0
+                && summary.damaged > 0
             {
-                format!(
-                    "{which}thin device {id} is missing its mapping root (block {root} is unusable); \
-                     details expect {expected} mappings"
-                )
+                (
+                        format!(
+                            "{which}thin device {id} is missing its mapping root (block {root} is unusable); \
+                             details expect {expected} mappings"
+                        ),
+                        format!("its root is unusable; all {expected} mappings are missing"),
+                    )
             } else if summary.damaged > 0 {
                 let errors = if summary.damaged > 255 {
                     "255+".to_string()
                 } else {
                     summary.damaged.to_string()
                 };
-                format!(
-                    "{which}thin device {id} has {errors} damaged node(s): {} of {expected} expected mappings are missing",
+                let missing = format!(
+                    "{} of {expected} expected mappings are missing",
                     expected.saturating_sub(summary.entries)
+                );
+                (
+                    format!("{which}thin device {id} has {errors} damaged node(s): {missing}"),
+                    missing,
                 )
             } else if summary.entries != expected {
-                format!(
-                    "{which}thin device {id} has {} mappings, but its details record {expected}",
+                let short = format!(
+                    "{} mappings, but its details record {expected}",
                     summary.entries
-                )
+                );
+                (format!("{which}thin device {id} has {short}"), short)
             } else {
                 continue;
             };
-            failed = true;
-            self.report(Finding::fatal("mapped_blocks", message).at(loc));
+            let loss = fold::Loss {
+                which,
+                device: *id,
+                text: short,
+            };
+            failed.push((loss, Finding::fatal("mapped_blocks", message).at(loc)));
         }
         failed
     }
 }
 
 fn node_finding(d: &NodeDamage, device: Option<u64>) -> Finding {
-    Finding::fatal("node_damage", d.to_string()).at(Location {
-        tree: Some(d.tree.clone()),
-        device,
-        block: Some(d.block()),
-        keys: Some(d.keys.to_string()),
-        blocks: None,
-        node_path: Some(node_path::encode(&d.path)),
-    })
+    Finding::fatal("node_damage", d.plain())
+        .with_detail(d.to_string())
+        .at(Location {
+            tree: Some(d.tree.clone()),
+            device,
+            block: Some(d.block()),
+            keys: Some(d.keys.to_string()),
+            blocks: None,
+            node_path: Some(node_path::encode(&d.path)),
+        })
 }
 
 /// Starts reading, in the background and in block order, every run of
@@ -576,7 +645,10 @@ fn device_of(tree: &str) -> Option<u64> {
         .and_then(|(_, id)| id.parse().ok())
 }
 
-/// The text form of a finding.
-pub fn render(f: &Finding) -> String {
-    f.message.clone()
+/// The text form of a finding: its long form with `-v`, where it has one.
+pub fn render(f: &Finding, verbose: bool) -> String {
+    match (&f.detail, verbose) {
+        (Some(detail), true) => detail.clone(),
+        _ => f.message.clone(),
+    }
 }

@@ -1,0 +1,785 @@
+//! Every tool against every kind of bad input, as a table: the exit
+//! status, a message that names the file and the problem, no panic, and
+//! every input and pre-existing output byte-identical afterwards.
+//!
+//! Rows are (tool, input or output case); a tool takes part in the rows
+//! its command line has a slot for. All failures are gathered and
+//! reported together, so one run shows the whole matrix.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// What a tool reads from its input slot.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Reads {
+    Binary,
+    Xml,
+    Pack,
+}
+
+/// What a tool writes to its output slot.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Writes {
+    Nothing,
+    /// Created or truncated (dumps, packs, thin_shrink's XML).
+    Text,
+    /// An existing file or device of binary metadata.
+    Metadata,
+}
+
+struct Tool {
+    name: &'static str,
+    /// `IN`, `OUT` and `DATA` are replaced by paths.
+    args: &'static [&'static str],
+    reads: Reads,
+    writes: Writes,
+    /// Exit status when the metadata read is bad (thin_trim's pre-check).
+    bad_metadata_status: i32,
+}
+
+const fn tool(
+    name: &'static str,
+    args: &'static [&'static str],
+    reads: Reads,
+    writes: Writes,
+) -> Tool {
+    Tool {
+        name,
+        args,
+        reads,
+        writes,
+        bad_metadata_status: 64,
+    }
+}
+
+const TOOLS: &[Tool] = &[
+    tool("thin_check", &["IN"], Reads::Binary, Writes::Nothing),
+    tool(
+        "thin_dump",
+        &["IN", "-o", "OUT"],
+        Reads::Binary,
+        Writes::Text,
+    ),
+    tool("thin_ls", &["IN"], Reads::Binary, Writes::Nothing),
+    tool(
+        "thin_delta",
+        &["--thin1", "1", "--thin2", "2", "IN"],
+        Reads::Binary,
+        Writes::Nothing,
+    ),
+    tool(
+        "thin_rmap",
+        &["--region", "0..10", "IN"],
+        Reads::Binary,
+        Writes::Nothing,
+    ),
+    Tool {
+        bad_metadata_status: 65,
+        ..tool(
+            "thin_trim",
+            &["--metadata-dev", "IN", "--data-dev", "DATA"],
+            Reads::Binary,
+            Writes::Nothing,
+        )
+    },
+    tool(
+        "thin_repair",
+        &["-i", "IN", "-o", "OUT"],
+        Reads::Binary,
+        Writes::Metadata,
+    ),
+    tool(
+        "thin_restore",
+        &["-i", "IN", "-o", "OUT"],
+        Reads::Xml,
+        Writes::Metadata,
+    ),
+    tool(
+        "thin_metadata_pack",
+        &["-f", "-i", "IN", "-o", "OUT"],
+        Reads::Binary,
+        Writes::Text,
+    ),
+    tool(
+        "thin_metadata_unpack",
+        &["-f", "-i", "IN", "-o", "OUT"],
+        Reads::Pack,
+        Writes::Text,
+    ),
+    tool(
+        "thin_shrink",
+        &["-i", "IN", "-o", "OUT", "--nr-blocks", "32000", "--no-copy"],
+        Reads::Xml,
+        Writes::Text,
+    ),
+    tool(
+        "thin_shrink",
+        &[
+            "--binary",
+            "-i",
+            "IN",
+            "-o",
+            "OUT",
+            "--nr-blocks",
+            "32000",
+            "--no-copy",
+        ],
+        Reads::Binary,
+        Writes::Metadata,
+    ),
+];
+
+/// The project's pool with snapshots, in every form the tools read.
+struct Inputs {
+    binary: PathBuf,
+    xml: PathBuf,
+    pack: PathBuf,
+    data: PathBuf,
+}
+
+fn good_inputs(s: &Scratch) -> Inputs {
+    let binary = s.own_image("snapshots");
+    let xml = own_fixture("snapshots.xml");
+    let xml_copy = s.path("snapshots.xml");
+    std::fs::copy(xml, &xml_copy).unwrap();
+    let pack = s.path("snapshots.pack");
+    let o = run(
+        "thin_metadata_pack",
+        &["-i", binary.to_str().unwrap(), "-o", pack.to_str().unwrap()],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // 32768 data blocks of 64 KiB, sparse.
+    let data = s.path("data");
+    std::fs::File::create(&data)
+        .unwrap()
+        .set_len(32768 * 65536)
+        .unwrap();
+    Inputs {
+        binary,
+        xml: xml_copy,
+        pack,
+        data,
+    }
+}
+
+/// A bad input: how to make it, and the words its message must hold
+/// for each kind of reader (None: the tool does not read this slot kind
+/// in a way the row is about).
+struct BadInput {
+    name: &'static str,
+    make: fn(&Scratch, &Inputs) -> PathBuf,
+    binary: &'static str,
+    xml: &'static str,
+    pack: &'static str,
+    /// Still worth packing (damaged or another target's metadata):
+    /// thin_metadata_pack succeeds on it.
+    packable: bool,
+}
+
+fn write(s: &Scratch, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = s.path(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// Block 0 sealed as another target's superblock.
+fn other_superblock(kind: dmpd::io::BlockKind) -> Vec<u8> {
+    let mut block = vec![0u8; 4096 * 16];
+    block[32..40].copy_from_slice(&0x2a2au64.to_le_bytes());
+    dmpd::io::checksum::seal(&mut block[..4096], kind);
+    block
+}
+
+const BAD_INPUTS: &[BadInput] = &[
+    BadInput {
+        name: "missing path",
+        make: |s, _| s.path("no-such-file"),
+        binary: "Couldn't find input file",
+        xml: "Couldn't find input file",
+        pack: "Couldn't find input file",
+        packable: false,
+    },
+    BadInput {
+        name: "directory",
+        make: |s, _| {
+            let d = s.path("a-directory");
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        },
+        binary: "Not a block device or regular file",
+        xml: "Not a block device or regular file",
+        pack: "Not a block device or regular file",
+        packable: false,
+    },
+    BadInput {
+        name: "empty file",
+        make: |s, _| write(s, "empty", b""),
+        binary: "too small to hold metadata (0 bytes",
+        xml: "is empty",
+        pack: "Not a pack file",
+        packable: false,
+    },
+    BadInput {
+        name: "shorter than a block",
+        make: |s, i| {
+            let b = std::fs::read(&i.binary).unwrap();
+            write(s, "short", &b[..100])
+        },
+        binary: "too small to hold metadata (100 bytes",
+        xml: "binary data, not XML",
+        pack: "Not a pack file",
+        packable: false,
+    },
+    BadInput {
+        name: "truncated image",
+        make: |s, i| {
+            let b = std::fs::read(&i.binary).unwrap();
+            write(s, "truncated.bin", &b[..20 * 4096])
+        },
+        binary: "looks truncated",
+        xml: "binary thin metadata, not XML",
+        pack: "Not a pack file",
+        packable: true,
+    },
+    BadInput {
+        name: "text file",
+        make: |s, _| {
+            write(
+                s,
+                "notes.txt",
+                "pool notes, nothing more\n".repeat(400).as_bytes(),
+            )
+        },
+        binary: "holds text",
+        xml: "text that is not XML",
+        pack: "Not a pack file",
+        packable: false,
+    },
+    BadInput {
+        name: "gzip cut short",
+        make: |s, _| {
+            let gz = std::fs::read(own_fixture("snapshots.bin.gz")).unwrap();
+            write(s, "cut.bin.gz", &gz[..gz.len() / 2])
+        },
+        binary: "corrupt gzip stream",
+        xml: "gzip-compressed",
+        pack: "Not a pack file",
+        packable: false,
+    },
+    BadInput {
+        name: "pack cut short",
+        make: |s, i| {
+            let p = std::fs::read(&i.pack).unwrap();
+            write(s, "cut.pack", &p[..p.len() / 2])
+        },
+        binary: "pack file truncated",
+        xml: "metadata pack, not XML",
+        pack: "pack file truncated",
+        packable: false,
+    },
+    BadInput {
+        name: "XML where binary is expected",
+        make: |s, i| {
+            // Long enough that the size check is not what stops it.
+            let mut x = std::fs::read(&i.xml).unwrap();
+            x.extend(std::iter::repeat_n(b' ', 8192));
+            write(s, "given.xml", &x)
+        },
+        binary: "looks like XML",
+        xml: "",
+        pack: "Not a pack file",
+        packable: false,
+    },
+    BadInput {
+        name: "cache metadata",
+        make: |s, _| {
+            write(
+                s,
+                "cache.bin",
+                &other_superblock(dmpd::io::BlockKind::CacheSuperblock),
+            )
+        },
+        binary: "this is cache metadata",
+        xml: "binary cache metadata, not XML",
+        pack: "Not a pack file",
+        packable: true,
+    },
+    BadInput {
+        name: "era metadata",
+        make: |s, _| {
+            write(
+                s,
+                "era.bin",
+                &other_superblock(dmpd::io::BlockKind::EraSuperblock),
+            )
+        },
+        binary: "this is era metadata",
+        xml: "binary era metadata, not XML",
+        pack: "Not a pack file",
+        packable: true,
+    },
+];
+
+/// Everything a run may change, read before it.
+struct Snapshot(Vec<(PathBuf, Option<Vec<u8>>)>);
+
+impl Snapshot {
+    fn take(paths: &[&Path]) -> Snapshot {
+        Snapshot(
+            paths
+                .iter()
+                .map(|p| (p.to_path_buf(), read_if_file(p)))
+                .collect(),
+        )
+    }
+
+    /// Paths whose bytes (or existence) changed.
+    fn changed(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(p, before)| &read_if_file(p) != before)
+            .map(|(p, _)| p.display().to_string())
+            .collect()
+    }
+}
+
+/// A file's bytes; for the large sparse data file, its size, allocated
+/// blocks and modification time (any write changes one of them).
+fn read_if_file(p: &Path) -> Option<Vec<u8>> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(p).ok()?;
+    if meta.file_type().is_symlink() {
+        return std::fs::read_link(p)
+            .ok()
+            .map(|t| t.to_string_lossy().into_owned().into_bytes());
+    }
+    if !meta.is_file() {
+        return None;
+    }
+    if meta.len() > 64 << 20 {
+        let stamp = format!(
+            "{} {} {}.{}",
+            meta.len(),
+            meta.blocks(),
+            meta.mtime(),
+            meta.mtime_nsec()
+        );
+        return Some(stamp.into_bytes());
+    }
+    Some(std::fs::read(p).unwrap())
+}
+
+struct Outcome {
+    row: String,
+    problems: Vec<String>,
+}
+
+fn substitute(t: &Tool, input: &Path, output: &Path, data: &Path) -> Vec<String> {
+    t.args
+        .iter()
+        .map(|a| match *a {
+            "IN" => input.display().to_string(),
+            "OUT" => output.display().to_string(),
+            "DATA" => data.display().to_string(),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+/// Runs one row and says what is wrong with it, if anything.
+#[allow(clippy::too_many_arguments)]
+fn row(
+    t: &Tool,
+    case: &str,
+    mut cmd: Command,
+    args: &[String],
+    watch: &[&Path],
+    status: i32,
+    words: &[&str],
+) -> Outcome {
+    let before = Snapshot::take(watch);
+    let o = cmd.args(args).output().unwrap();
+    let err = stderr(&o);
+    let mut problems = Vec::new();
+    if code(&o) != status {
+        problems.push(format!("exit {} (wanted {status})", code(&o)));
+    }
+    if err.contains("panicked") || code(&o) == 101 {
+        problems.push("panicked".into());
+    }
+    for w in words {
+        if !err.contains(w) {
+            problems.push(format!("message lacks {w:?}"));
+        }
+    }
+    let changed = before.changed();
+    if !changed.is_empty() {
+        problems.push(format!("changed {changed:?}"));
+    }
+    if !problems.is_empty() {
+        problems.push(format!("stderr: {}", err.trim_end()));
+    }
+    Outcome {
+        row: format!("{} ({}): {case}", t.name, t.args.join(" ")),
+        problems,
+    }
+}
+
+fn dmpd_tool(t: &Tool) -> Command {
+    let mut c = dmpd();
+    c.arg(t.name);
+    c
+}
+
+fn as_nobody(t: &Tool) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_dmpd"))
+        .arg(t.name);
+    c
+}
+
+/// The path, as the tools print it.
+fn shown(p: &Path) -> String {
+    format!("'{}'", p.display())
+}
+
+fn report(outcomes: &[Outcome]) {
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| !o.problems.is_empty()).collect();
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "bad-input matrix: {} rows, {} failed",
+        outcomes.len(),
+        failed.len()
+    );
+    if !failed.is_empty() {
+        let text: Vec<String> = failed
+            .iter()
+            .map(|o| format!("{}\n    {}", o.row, o.problems.join("\n    ")))
+            .collect();
+        panic!(
+            "{} of {} rows failed:\n{}",
+            failed.len(),
+            outcomes.len(),
+            text.join("\n")
+        );
+    }
+}
+
+#[test]
+fn bad_inputs_are_named_and_change_nothing() {
+    let s = Scratch::new("bad-input");
+    let inputs = good_inputs(&s);
+    let mut outcomes = Vec::new();
+    for bad in BAD_INPUTS {
+        let input = (bad.make)(&s, &inputs);
+        for t in TOOLS {
+            let words = match t.reads {
+                Reads::Binary => bad.binary,
+                Reads::Xml => bad.xml,
+                Reads::Pack => bad.pack,
+            };
+            if words.is_empty() {
+                continue;
+            }
+            // A fresh, pre-existing output of the right kind.
+            let output = s.path(&format!("out-{}", t.name));
+            let _ = std::fs::remove_file(&output);
+            if t.writes == Writes::Metadata {
+                std::fs::File::create(&output)
+                    .unwrap()
+                    .set_len(8 << 20)
+                    .unwrap();
+            } else {
+                std::fs::write(&output, b"an earlier output").unwrap();
+            }
+            let args = substitute(t, &input, &output, &inputs.data);
+            if t.name == "thin_metadata_pack" && bad.packable {
+                outcomes.push(row(
+                    t,
+                    bad.name,
+                    dmpd_tool(t),
+                    &args,
+                    &[&input, &inputs.data],
+                    0,
+                    &[],
+                ));
+                continue;
+            }
+            // Input problems are runtime failures; the pre-check of
+            // thin_trim has its own status once it runs.
+            let input_level = [
+                "Couldn't find",
+                "Not a block device",
+                "too small",
+                "corrupt gzip",
+                "pack file truncated",
+            ];
+            let status = if input_level.iter().any(|w| words.contains(w)) {
+                64
+            } else {
+                t.bad_metadata_status
+            };
+            let shown_input = shown(&input);
+            outcomes.push(row(
+                t,
+                bad.name,
+                dmpd_tool(t),
+                &args,
+                &[&input, &output, &inputs.data],
+                status,
+                &[words, &shown_input],
+            ));
+        }
+    }
+    report(&outcomes);
+}
+
+#[test]
+fn outputs_that_are_inputs_or_unusable_are_refused() {
+    let s = Scratch::new("bad-output");
+    let inputs = good_inputs(&s);
+    let mut outcomes = Vec::new();
+    // Hold the input open so /proc/<this process>/fd/N names it.
+    for t in TOOLS.iter().filter(|t| t.writes != Writes::Nothing) {
+        let input = match t.reads {
+            Reads::Binary => &inputs.binary,
+            Reads::Xml => &inputs.xml,
+            Reads::Pack => &inputs.pack,
+        };
+        let held = std::fs::File::open(input).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&held);
+        let link = s.path(&format!("link-{}", t.name));
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(input, &link).unwrap();
+        let hard = s.path(&format!("hard-{}", t.name));
+        let _ = std::fs::remove_file(&hard);
+        std::fs::hard_link(input, &hard).unwrap();
+        let dotted = input
+            .parent()
+            .unwrap()
+            .join(".")
+            .join(input.file_name().unwrap());
+        let spellings: Vec<(&str, PathBuf)> = vec![
+            ("the input itself", input.clone()),
+            ("a symlink to the input", link.clone()),
+            ("a hard link to the input", hard.clone()),
+            (
+                "/proc/PID/fd/N of the input",
+                PathBuf::from(format!("/proc/{}/fd/{fd}", std::process::id())),
+            ),
+            ("a ./ spelling of the input", dotted),
+        ];
+        for (case, out) in &spellings {
+            let args = substitute(t, input, out, &inputs.data);
+            outcomes.push(row(
+                t,
+                &format!("output is {case}"),
+                dmpd_tool(t),
+                &args,
+                &[input, &link, &hard, &inputs.data],
+                64,
+                &["refusing to write", "same file as the input", &shown(input)],
+            ));
+        }
+        drop(held);
+
+        // Unusable outputs: a directory, /dev/full, too small, read-only.
+        let dir = s.path(&format!("outdir-{}", t.name));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir_words: &[&str] = match t.writes {
+            Writes::Metadata => &["Not a block device or regular file"],
+            _ => &["Is a directory"],
+        };
+        let args = substitute(t, input, &dir, &inputs.data);
+        let mut words = dir_words.to_vec();
+        let shown_dir = shown(&dir);
+        words.push(&shown_dir);
+        outcomes.push(row(
+            t,
+            "output is a directory",
+            dmpd_tool(t),
+            &args,
+            &[input, &inputs.data],
+            64,
+            &words,
+        ));
+
+        let full = Path::new("/dev/full");
+        let full_words: &[&str] = match t.writes {
+            Writes::Metadata => &["Not a block device or regular file", "'/dev/full'"],
+            _ => &["No space left on device"],
+        };
+        let args = substitute(t, input, full, &inputs.data);
+        outcomes.push(row(
+            t,
+            "output is /dev/full",
+            dmpd_tool(t),
+            &args,
+            &[input, &inputs.data],
+            64,
+            full_words,
+        ));
+
+        if t.writes == Writes::Metadata {
+            let small = s.path(&format!("small-{}", t.name));
+            std::fs::write(&small, vec![0xa5u8; 4096]).unwrap();
+            let args = substitute(t, input, &small, &inputs.data);
+            let shown_small = shown(&small);
+            outcomes.push(row(
+                t,
+                "output too small",
+                dmpd_tool(t),
+                &args,
+                &[input, &small, &inputs.data],
+                64,
+                &["too small", &shown_small],
+            ));
+        }
+
+        // Read-only output, as an unprivileged user (root ignores modes).
+        let ro_dir = s.path(&format!("ro-{}", t.name));
+        std::fs::create_dir_all(&ro_dir).unwrap();
+        set_mode(&s.dir, 0o755);
+        set_mode(&ro_dir, 0o755);
+        let ro = ro_dir.join("out");
+        if t.writes == Writes::Metadata {
+            std::fs::File::create(&ro)
+                .unwrap()
+                .set_len(8 << 20)
+                .unwrap();
+        } else {
+            std::fs::write(&ro, b"an earlier output").unwrap();
+        }
+        set_mode(&ro, 0o444);
+        set_mode(input, 0o644);
+        set_mode(&inputs.data, 0o644);
+        let args = substitute(t, input, &ro, &inputs.data);
+        outcomes.push(row(
+            t,
+            "output is read-only (unprivileged user)",
+            as_nobody(t),
+            &args,
+            &[input, &ro, &inputs.data],
+            64,
+            &["Permission denied", &shown(&ro)],
+        ));
+    }
+    report(&outcomes);
+}
+
+fn set_mode(p: &Path, mode: u32) {
+    let mut perm = std::fs::metadata(p).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, mode);
+    std::fs::set_permissions(p, perm).unwrap();
+}
+
+#[test]
+fn good_input_succeeds_and_bad_options_follow_the_exit_table() {
+    let s = Scratch::new("good-input");
+    let inputs = good_inputs(&s);
+    let mut outcomes = Vec::new();
+    for t in TOOLS {
+        let input = match t.reads {
+            Reads::Binary => &inputs.binary,
+            Reads::Xml => &inputs.xml,
+            Reads::Pack => &inputs.pack,
+        };
+        let output = s.path(&format!("good-out-{}", t.name));
+        let _ = std::fs::remove_file(&output);
+        if t.writes == Writes::Metadata {
+            std::fs::File::create(&output)
+                .unwrap()
+                .set_len(8 << 20)
+                .unwrap();
+        }
+        let args = substitute(t, input, &output, &inputs.data);
+        outcomes.push(row(t, "good input", dmpd_tool(t), &args, &[input], 0, &[]));
+
+        let mut args = args.clone();
+        args.insert(0, "--no-such-option".into());
+        let status = dmpd::commands::usage_status(t.name);
+        outcomes.push(row(
+            t,
+            "unknown option",
+            dmpd_tool(t),
+            &args,
+            &[input, &inputs.data],
+            status,
+            &["unexpected argument '--no-such-option' found"],
+        ));
+    }
+    report(&outcomes);
+}
+
+/// A loop device and the file behind it are the same bytes: neither may
+/// be written while the other is read. Needs root and loop devices.
+#[test]
+fn loop_devices_and_their_backing_files_are_one_input() {
+    let s = Scratch::new("bad-loop");
+    let image = s.own_image("snapshots");
+    let attach = Command::new("losetup")
+        .args(["-f", "--show", image.to_str().unwrap()])
+        .output();
+    let dev = match attach {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        _ => {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED loop_devices_and_their_backing_files_are_one_input: \
+                 cannot attach a loop device (needs root and /dev/loop-control)"
+            );
+            return;
+        }
+    };
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = Command::new("losetup").args(["-d", &self.0]).status();
+        }
+    }
+    let _detach = Detach(dev.clone());
+    let img = image.to_str().unwrap();
+    let before = std::fs::read(&image).unwrap();
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        (
+            "thin_dump",
+            vec![&dev, "-o", img],
+            "the file behind the loop device",
+        ),
+        (
+            "thin_repair",
+            vec!["-i", &dev, "-o", img],
+            "the file behind the loop device",
+        ),
+        (
+            "thin_repair",
+            vec!["-i", img, "-o", &dev],
+            "a loop device backed by the input",
+        ),
+        (
+            "thin_metadata_pack",
+            vec!["-f", "-i", &dev, "-o", img],
+            "the file behind",
+        ),
+    ];
+    for (tool, args, words) in cases {
+        let o = run(tool, &args);
+        assert_eq!(code(&o), 64, "{tool} {args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(words),
+            "{tool} {args:?}: {}",
+            stderr(&o)
+        );
+        assert!(
+            std::fs::read(&image).unwrap() == before,
+            "{tool} changed the image"
+        );
+    }
+}
