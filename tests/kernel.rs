@@ -916,3 +916,50 @@ fn cache_era_writers_survive_power_cuts() {
     let failures = report_cuts(&cuts::power_cuts(env, &s.dir, &writers, n, 0xcafe));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// lvm2 with a cached LV, with dmpd as its cache_check and
+/// cache_repair: activation checks pass on healthy metadata and fail on
+/// damaged metadata; lvconvert --repair mends it and the LV reads as
+/// written.
+#[test]
+fn lvm2_runs_dmpd_for_caches() {
+    let Some(env) = env("lvm2_runs_dmpd_for_caches") else {
+        return;
+    };
+    if !env.lvm {
+        harness::skipped(
+            "lvm2_runs_dmpd_for_caches",
+            "kernel tier: no lvm on the host",
+        );
+        return;
+    }
+    if !have_tools(
+        "lvm2_runs_dmpd_for_caches",
+        &["cache_check", "cache_repair", "cache_dump"],
+    ) {
+        return;
+    }
+    let s = Scratch::new("kernel-lvm-cache");
+    let pv = s.path("pv");
+    sparse_file(&pv, 512 * MIB);
+    let out = Vm::new("lvm-cache", &s.dir)
+        .disk("pv", &pv)
+        .script("DAMAGE=100")
+        .script(include_str!("kernel/guest/lvm_cache.sh"))
+        .timeout(Duration::from_secs(400))
+        .run(env);
+    println!(
+        "lvm2 cache: {:.1?}\n{}",
+        out.elapsed,
+        out.values("lvm-log").join("\n")
+    );
+    out.assert_ok();
+    let shas = thin::shas(&out);
+    assert_eq!(shas["created"], shas["activated"]);
+    assert_eq!(shas["created"], shas["repaired"]);
+    assert_eq!(out.values("lvm-refused").len(), 1);
+    let log = out.values("lvm-log").join("\n");
+    for tool in ["/sbin/cache_check", "/sbin/cache_repair"] {
+        assert!(log.contains(tool), "lvm2 did not run {tool}:\n{log}");
+    }
+}
