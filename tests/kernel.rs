@@ -418,8 +418,9 @@ fn report_cuts(reports: &[cuts::Report]) -> Vec<String> {
                 .count()
         };
         let after = r.cuts.iter().filter(|(_, _, ended)| *ended).count();
-        println!(
-            "power cuts, {}: write {:.2?}, {} cuts ({} after the writer ended): {} old, {} new",
+        // Past the capture, so every run's log shows what the cuts saw.
+        let line = format!(
+            "power cuts, {}: write {:.2?}, {} cuts ({} after the writer ended): {} old, {} new\n",
             r.name,
             r.write_time,
             r.cuts.len(),
@@ -427,6 +428,8 @@ fn report_cuts(reports: &[cuts::Report]) -> Vec<String> {
             count("old"),
             count("new")
         );
+        use std::io::Write;
+        let _ = std::io::stderr().write_all(line.as_bytes());
         for (at, v, _) in &r.cuts {
             if let Err(e) = v {
                 failures.push(format!("{} cut {at:.3?} into the write: {e}", r.name));

@@ -476,7 +476,7 @@ fn the_item_log_replays_exactly_what_was_parsed() {
         return;
     }
     use dmpd::thin::restore::validate;
-    use dmpd::thin::restore::xml::{ItemSource, XmlDoc};
+    use dmpd::thin::restore::xml::{ItemSource, XmlDoc, XmlItems};
     let mut files: Vec<PathBuf> = dumps()
         .into_iter()
         .filter(|(_, restorable)| *restorable)
@@ -488,7 +488,7 @@ fn the_item_log_replays_exactly_what_was_parsed() {
     for path in files {
         let doc = XmlDoc::open(&path).unwrap();
         let mut parsed = Vec::new();
-        let mut items = doc.items();
+        let mut items = XmlItems::new(doc.bytes());
         while let Some(i) = items.next_item().unwrap() {
             parsed.push(i);
         }

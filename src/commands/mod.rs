@@ -7,6 +7,7 @@ use std::path::Path;
 
 use clap::Parser;
 
+mod install;
 mod overwrite;
 pub mod thin_check;
 pub mod thin_delta;
@@ -54,83 +55,111 @@ pub fn usage_status(tool: &str) -> i32 {
     }
 }
 
+/// What installing dmpd (`dmpd install`, the Debian package, bin/) puts
+/// on the system for a tool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Install {
+    /// A link named after the tool, its manual page and its completions:
+    /// the names the reference tools install.
+    Linked,
+    /// Its manual page only: the reference installs no link for it, so it
+    /// is run as `dmpd NAME`.
+    Unlinked,
+    /// A developer tool, run as `dmpd NAME`; nothing is installed for it.
+    Developer,
+}
+
 pub struct Tool {
     pub name: &'static str,
     pub about: &'static str,
     pub run: fn(Vec<OsString>) -> i32,
+    /// The tool's command-line definition: completions and the test that
+    /// holds its manual page to it are made from this.
+    pub command: fn() -> clap::Command,
+    /// The manual page, man/<name>.8 (built in, so `dmpd install` needs
+    /// nothing but the binary).
+    pub man: &'static str,
+    pub install: Install,
+}
+
+/// One TOOLS entry: `tool!(name, Install, "about")` for a module `name`
+/// with `run` and a clap `Cli`, and a manual page man/<name>.8.
+macro_rules! tool {
+    ($name:ident, $install:ident, $about:literal) => {
+        Tool {
+            name: stringify!($name),
+            about: $about,
+            run: $name::run,
+            command: <$name::Cli as clap::CommandFactory>::command,
+            man: include_str!(concat!("../../man/", stringify!($name), ".8")),
+            install: Install::$install,
+        }
+    };
 }
 
 pub const TOOLS: &[Tool] = &[
-    Tool {
-        name: "thin_check",
-        about: "Validate thin-pool metadata",
-        run: thin_check::run,
-    },
-    Tool {
-        name: "thin_delta",
-        about: "Print the differences between two thin devices' mappings",
-        run: thin_delta::run,
-    },
-    Tool {
-        name: "thin_dump",
-        about: "Dump thin metadata as XML or a human-readable listing",
-        run: thin_dump::run,
-    },
-    Tool {
-        name: "thin_generate_damage",
-        about: "Damage healthy metadata in one named way (developer tool)",
-        run: thin_generate_damage::run,
-    },
-    Tool {
-        name: "thin_ls",
-        about: "List thin devices with mapped, exclusive and shared blocks",
-        run: thin_ls::run,
-    },
-    Tool {
-        name: "thin_metadata_pack",
-        about: "Pack a metadata device's metadata blocks into a compressed file",
-        run: thin_metadata_pack::run,
-    },
-    Tool {
-        name: "thin_metadata_size",
-        about: "Estimate the metadata device a pool needs",
-        run: thin_metadata_size::run,
-    },
-    Tool {
-        name: "thin_metadata_unpack",
-        about: "Expand a pack file into a metadata device or file",
-        run: thin_metadata_unpack::run,
-    },
-    Tool {
-        name: "thin_repair",
-        about: "Salvage damaged thin metadata into a new device or file",
-        run: thin_repair::run,
-    },
-    Tool {
-        name: "thin_reserve_metadata_snap",
-        about: "Take a metadata snapshot of offline metadata (developer tool)",
-        run: thin_reserve_metadata_snap::run,
-    },
-    Tool {
-        name: "thin_restore",
-        about: "Build binary thin metadata from XML",
-        run: thin_restore::run,
-    },
-    Tool {
-        name: "thin_rmap",
-        about: "Show which thin devices map given data blocks",
-        run: thin_rmap::run,
-    },
-    Tool {
-        name: "thin_shrink",
-        about: "Shrink a pool's data size, moving the data beyond it",
-        run: thin_shrink::run,
-    },
-    Tool {
-        name: "thin_trim",
-        about: "Discard the data blocks an inactive pool does not use",
-        run: thin_trim::run,
-    },
+    tool!(thin_check, Linked, "Validate thin-pool metadata"),
+    tool!(
+        thin_delta,
+        Linked,
+        "Print the differences between two thin devices' mappings"
+    ),
+    tool!(
+        thin_dump,
+        Linked,
+        "Dump thin metadata as XML or a human-readable listing"
+    ),
+    tool!(
+        thin_generate_damage,
+        Developer,
+        "Damage healthy metadata in one named way (developer tool)"
+    ),
+    tool!(
+        thin_ls,
+        Linked,
+        "List thin devices with mapped, exclusive and shared blocks"
+    ),
+    tool!(
+        thin_metadata_pack,
+        Linked,
+        "Pack a metadata device's metadata blocks into a compressed file"
+    ),
+    tool!(
+        thin_metadata_size,
+        Linked,
+        "Estimate the metadata device a pool needs"
+    ),
+    tool!(
+        thin_metadata_unpack,
+        Linked,
+        "Expand a pack file into a metadata device or file"
+    ),
+    tool!(
+        thin_repair,
+        Linked,
+        "Salvage damaged thin metadata into a new device or file"
+    ),
+    tool!(
+        thin_reserve_metadata_snap,
+        Developer,
+        "Take a metadata snapshot of offline metadata (developer tool)"
+    ),
+    tool!(thin_restore, Linked, "Build binary thin metadata from XML"),
+    tool!(
+        thin_rmap,
+        Linked,
+        "Show which thin devices map given data blocks"
+    ),
+    tool!(
+        thin_shrink,
+        Unlinked,
+        "Shrink a pool's data size, moving the data beyond it"
+    ),
+    tool!(
+        thin_trim,
+        Linked,
+        "Discard the data blocks an inactive pool does not use"
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Tool> {
@@ -168,6 +197,7 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
             println!("{}", env!("CARGO_PKG_VERSION"));
             0
         }
+        "install" => install::run(args[1..].to_vec()),
         _ => match find(&name) {
             Some(tool) => (tool.run)(args[1..].to_vec()),
             None => {
@@ -191,10 +221,37 @@ fn usage() -> String {
         "dmpd: tools for device-mapper thin, cache and era metadata\n\n\
          Usage: dmpd <TOOL> [ARGS]...   (or run a link named after the tool)\n\nTools:\n",
     );
+    // Two spaces after the longest name, so no name runs into its text.
+    let width = TOOLS.iter().map(|t| t.name.len()).max().unwrap_or(0) + 2;
     for t in TOOLS {
-        s.push_str(&format!("  {:<24}{}\n", t.name, t.about));
+        s.push_str(&format!("  {:<width$}{}\n", t.name, t.about));
     }
+    s.push_str(
+        "\nInstalling: dmpd install [--prefix DIR] [--destdir DIR] [--uninstall] \
+         (see dmpd install --help)\n",
+    );
     s
+}
+
+/// The manual page of dmpd itself (and of `dmpd install`).
+pub const DMPD_PAGE: &str = include_str!("../../man/dmpd.8");
+
+/// dmpd's own command line, for completions: every tool (and install)
+/// as a subcommand.
+pub fn dmpd_command() -> clap::Command {
+    let tools = TOOLS.iter().map(|t| (t.command)().about(t.about));
+    clap::Command::new("dmpd")
+        .about("Tools for device-mapper thin, cache and era metadata")
+        .disable_version_flag(true)
+        .arg(
+            clap::Arg::new("version")
+                .short('V')
+                .long("version")
+                .action(clap::ArgAction::SetTrue)
+                .help("Print the version"),
+        )
+        .subcommands(tools)
+        .subcommand(<install::Cli as clap::CommandFactory>::command())
 }
 
 /// Values a user supplies when the metadata does not say them, or to

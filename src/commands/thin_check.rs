@@ -23,7 +23,7 @@ enum Format {
 /// Validate thin-pool metadata on a device or file
 #[derive(Parser, Debug)]
 #[command(name = "thin_check", disable_version_flag = true)]
-struct Cli {
+pub(crate) struct Cli {
     /// Metadata device or file to check (may be gzip-compressed)
     #[arg(value_name = "INPUT")]
     input: PathBuf,
@@ -193,7 +193,7 @@ fn verdict(cli: &Cli, r: &CheckResult, repairing: bool) -> Result<()> {
     let only_leaks = r
         .findings
         .iter()
-        .filter(|f| !f.is_fatal())
+        .filter(|f| f.is_non_fatal())
         .all(|f| repairable(f.kind));
     if repairing && only_leaks {
         return Ok(());

@@ -17,7 +17,7 @@ use crate::thin::superblock::live_and_chosen;
 /// Print the differences between the mappings of two thin devices
 #[derive(Parser, Debug)]
 #[command(name = "thin_delta", disable_version_flag = true)]
-struct Cli {
+pub(crate) struct Cli {
     /// Metadata device or file (may be gzip-compressed)
     #[arg(value_name = "INPUT")]
     input: PathBuf,

@@ -23,7 +23,7 @@ enum OutputFormat {
 /// Dump thin-pool metadata as XML (or a human-readable listing)
 #[derive(Parser, Debug)]
 #[command(name = "thin_dump", disable_version_flag = true)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     overrides: super::OverrideArgs,
 

@@ -15,7 +15,7 @@ use crate::thin::damage::{Damage, Image};
 /// Damage healthy thin metadata in one named way (developer tool)
 #[derive(Parser, Debug)]
 #[command(name = "thin_generate_damage", disable_version_flag = true)]
-struct Cli {
+pub(crate) struct Cli {
     /// Metadata file to damage in place (must check clean first)
     #[arg(value_name = "INPUT", required_unless_present = "list")]
     input: Option<PathBuf>,

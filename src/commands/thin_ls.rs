@@ -98,7 +98,7 @@ fn parse_fields(s: &str) -> Result<Vec<Field>, String> {
 /// List the thin devices of a pool with per-device statistics
 #[derive(Parser, Debug)]
 #[command(name = "thin_ls", disable_version_flag = true)]
-struct Cli {
+pub(crate) struct Cli {
     /// Metadata device or file (may be gzip-compressed)
     #[arg(value_name = "INPUT")]
     input: PathBuf,

@@ -14,7 +14,7 @@ use crate::io::BLOCK_SIZE;
 /// Pack the metadata blocks of a device or file into a compressed file
 #[derive(Parser, Debug)]
 #[command(name = "thin_metadata_pack", disable_version_flag = true)]
-struct Cli {
+pub(crate) struct Cli {
     /// Replace an output that holds metadata without asking
     #[arg(short, long)]
     force: bool,

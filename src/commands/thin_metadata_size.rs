@@ -116,7 +116,7 @@ enum Numeric {
 /// Estimate the size of a thin pool's metadata device
 #[derive(Parser, Debug)]
 #[command(name = "thin_metadata_size", disable_version_flag = true)]
-struct Cli {
+pub(crate) struct Cli {
     /// Data block size, with an optional unit (default: sectors)
     #[arg(short = 'b', long, value_name = "SIZE[UNIT]", required = true, value_parser = parse_size)]
     block_size: u128,

@@ -13,7 +13,7 @@ use crate::io::{pack, BLOCK_SIZE};
 /// Expand a pack file into a metadata device or file
 #[derive(Parser, Debug)]
 #[command(name = "thin_metadata_unpack", disable_version_flag = true)]
-struct Cli {
+pub(crate) struct Cli {
     /// Replace an output that holds metadata without asking
     #[arg(short, long)]
     force: bool,

@@ -21,7 +21,7 @@ use crate::thin::restore::{build_items_keeping, keep, validate_items, Overrides}
 /// Repair thin-pool metadata into a new metadata device or file
 #[derive(Parser, Debug)]
 #[command(name = "thin_repair", disable_version_flag = true)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     overrides: super::OverrideArgs,
 

@@ -18,7 +18,7 @@ use crate::thin::leak_repair::reserve_metadata_snap;
 /// Take a metadata snapshot of offline thin metadata (developer tool)
 #[derive(Parser, Debug)]
 #[command(name = "thin_reserve_metadata_snap", disable_version_flag = true)]
-struct Cli {
+pub(crate) struct Cli {
     /// Metadata file or device (must check clean)
     #[arg(value_name = "INPUT")]
     input: PathBuf,

@@ -13,7 +13,7 @@ use crate::thin::restore::{keep, restore_keeping, Overrides};
 /// Build binary thin-pool metadata from XML
 #[derive(Parser, Debug)]
 #[command(name = "thin_restore", disable_version_flag = true)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     overrides: super::OverrideArgs,
 

@@ -35,7 +35,7 @@ fn parse_region(s: &str) -> Result<Region, String> {
 /// Show which thin devices and virtual blocks map given data blocks
 #[derive(Parser, Debug)]
 #[command(name = "thin_rmap", disable_version_flag = true)]
-struct Cli {
+pub(crate) struct Cli {
     /// Metadata device or file (may be gzip-compressed)
     #[arg(value_name = "INPUT")]
     input: PathBuf,

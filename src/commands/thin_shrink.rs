@@ -17,7 +17,7 @@ use crate::thin::shrink::{copy_data, data_block_size, shrink_xml};
 /// Shrink a pool's data size, moving the data beyond it
 #[derive(Parser, Debug)]
 #[command(name = "thin_shrink", disable_version_flag = true)]
-struct Cli {
+pub(crate) struct Cli {
     /// Binary metadata in and out (instead of XML)
     #[arg(long)]
     binary: bool,

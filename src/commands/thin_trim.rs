@@ -21,7 +21,7 @@ const EXIT_CHECK_FAILED: i32 = 65;
 /// Discard the unused blocks of an inactive pool's data device
 #[derive(Parser, Debug)]
 #[command(name = "thin_trim", disable_version_flag = true)]
-struct Cli {
+pub(crate) struct Cli {
     /// The pool's data device (a regular file gets holes punched instead)
     #[arg(long, value_name = "FILE", required = true)]
     data_dev: PathBuf,
@@ -110,7 +110,10 @@ fn run_cli(cli: Cli) -> Result<Option<i32>> {
             sb.data_block_size
         );
     }
-    for (begin, end) in runs {
+    // Discards of a large device can take a while: a bar over the blocks.
+    let free: u64 = runs.iter().map(|(begin, end)| end - begin).sum();
+    let progress = rep.start_progress("Discarding unused data blocks", free);
+    let discarded = runs.iter().try_for_each(|&(begin, end)| {
         discard(
             &data,
             is_block_device,
@@ -124,7 +127,12 @@ fn run_cli(cli: Cli) -> Result<Option<i32>> {
                 cli.data_dev.display()
             )
         })?;
-    }
+        progress.inc(end - begin);
+        anyhow::Ok(())
+    });
+    // The bar goes before any error is printed.
+    rep.finish_progress();
+    discarded?;
     data.sync_all()?;
     Ok(None)
 }

@@ -5,11 +5,13 @@
 pub mod checksum;
 pub mod discard;
 pub mod error;
+pub mod in_place;
 pub mod input;
 pub mod output;
 pub mod pack;
 pub mod sink;
 pub mod source;
+pub mod xml;
 
 pub use checksum::BlockKind;
 pub use error::BlockError;

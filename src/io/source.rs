@@ -294,8 +294,21 @@ impl BlockSource {
     /// finds them resident instead of faulting them in one at a time in
     /// tree order (which costs far more than reading the same bytes in
     /// sequence). Best effort; a later call replaces an earlier one.
-    pub fn prefetch(&self, ranges: Vec<std::ops::Range<u64>>) {
+    /// `read` is told each time more blocks are in (for a progress bar);
+    /// a source held in memory has them all in at once.
+    pub fn prefetch(
+        &self,
+        ranges: Vec<std::ops::Range<u64>>,
+        mut read: impl FnMut(u64) + Send + 'static,
+    ) {
         let Backing::File(m) = &self.backing else {
+            let nr_blocks = self.nr_blocks;
+            read(
+                ranges
+                    .iter()
+                    .map(|r| r.end.min(nr_blocks).saturating_sub(r.start))
+                    .sum(),
+            );
             return;
         };
         let base = m.as_ptr() as usize;
@@ -325,6 +338,7 @@ impl BlockSource {
                         }
                     }
                     b += n;
+                    read(n);
                 }
             }
         });
@@ -426,15 +440,29 @@ mod tests {
         }
         let src = BlockSource::open(&path, OpenOptions::default()).unwrap();
         // Ranges past the end are clipped; a second call replaces the first.
-        src.prefetch(vec![0..10, 30..1000]);
-        src.prefetch(std::iter::once(0..64).collect());
+        let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = read.clone();
+        src.prefetch(vec![0..10, 30..1000], |_| {});
+        src.prefetch(std::iter::once(0..64).collect(), move |n| {
+            counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        });
         assert!(src.checked(3, BlockKind::BtreeNode).is_ok());
         assert!(src.checked(40, BlockKind::BtreeNode).is_ok());
+        // Every block is reported read, once.
+        let start = std::time::Instant::now();
+        while read.load(std::sync::atomic::Ordering::Relaxed) < 64 && start.elapsed().as_secs() < 10
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         drop(src); // joins the prefetch thread
+        assert_eq!(read.load(std::sync::atomic::Ordering::Relaxed), 64);
         std::fs::remove_dir_all(&dir).unwrap();
 
         let mem = BlockSource::from_bytes(&sealed_node(0), Path::new("mem")).unwrap();
-        mem.prefetch(std::iter::once(0..1).collect());
+        // All in memory: told at once, clipped to the source.
+        let (tx, rx) = std::sync::mpsc::channel();
+        mem.prefetch(vec![0..1, 0..5], move |n| tx.send(n).unwrap());
+        assert_eq!(rx.try_iter().collect::<Vec<u64>>(), vec![2]);
         assert!(mem.checked(0, BlockKind::BtreeNode).is_ok());
     }
 

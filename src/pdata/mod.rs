@@ -1,6 +1,8 @@
 //! Persistent-data structures shared by the thin, cache and era formats:
-//! btrees, space maps and reference counting.
+//! btrees, arrays, bitsets, space maps and reference counting.
 
+pub mod array;
+pub mod bitset;
 pub mod block_hash;
 pub mod btree;
 pub mod node_path;

@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use crate::thin::dump::{Format, Header, Run};
-use crate::thin::restore::xml::{Item, MappingRun, XmlDoc};
+use crate::thin::restore::xml::{Item, MappingRun, XmlDoc, XmlItems};
 
 /// Data blocks [from, from + len) move to [to, to + len).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +26,7 @@ pub struct Move {
 /// The union of mapped data ranges, sorted and merged.
 fn mapped_ranges(xml: &Path) -> Result<(u64, Vec<(u64, u64)>)> {
     let doc = XmlDoc::open(xml).with_context(|| format!("cannot read '{}'", xml.display()))?;
-    let mut items = doc.items();
+    let mut items = XmlItems::new(doc.bytes());
     let mut ranges = Vec::new();
     let mut nr_data_blocks = None;
     while let Some((item, _)) = items
@@ -129,7 +129,7 @@ fn remap(run: MappingRun, moves: &[Move], out: &mut Vec<Run>) {
 /// The data block size (sectors) the XML's superblock records.
 pub fn data_block_size(xml: &Path) -> Result<u32> {
     let doc = XmlDoc::open(xml)?;
-    let mut items = doc.items();
+    let mut items = XmlItems::new(doc.bytes());
     while let Some((item, _)) = items
         .next_item()
         .map_err(|e| anyhow::anyhow!("{}", e.message))?
@@ -168,7 +168,7 @@ pub fn shrink_xml(xml: &Path, new_size: u64, out: &mut dyn Write) -> Result<Vec<
     let (_, mapped) = mapped_ranges(xml)?;
     let moves = plan(&mapped, new_size)?;
     let doc = XmlDoc::open(xml)?;
-    let mut items = doc.items();
+    let mut items = XmlItems::new(doc.bytes());
     let fmt = Format::Xml;
     let mut buf = Vec::new();
     let mut pending: Option<Run> = None;

@@ -269,33 +269,15 @@ pub fn without_needs_check(current: &[u8]) -> Option<Vec<u8>> {
 /// place: one block write, then a flush. Returns false (and writes
 /// nothing) if the flag was clear.
 pub fn clear_needs_check(path: &std::path::Path) -> anyhow::Result<bool> {
-    use crate::io::sink::{BlockSink, FileSink};
-    use anyhow::Context;
-    use std::os::unix::fs::FileExt;
-
-    let mut sink = FileSink::open(path).with_context(|| {
-        format!(
-            "cannot open '{}' to clear the needs_check flag",
-            path.display()
-        )
-    })?;
-    let file = std::fs::File::open(path)?;
-    let mut block = vec![0u8; BLOCK_SIZE];
-    file.read_exact_at(&mut block, 0)
-        .with_context(|| format!("cannot read the superblock of '{}'", path.display()))?;
-    if !checksum::matches(&block, BlockKind::ThinSuperblock) {
-        anyhow::bail!(
-            "bad checksum in superblock of '{}'; not clearing needs_check",
-            path.display()
-        );
-    }
-    let Some(cleared) = without_needs_check(&block) else {
-        return Ok(false);
-    };
-    sink.write_block(0, &cleared)
-        .and_then(|_| sink.flush())
-        .with_context(|| format!("cannot write the superblock of '{}'", path.display()))?;
-    Ok(true)
+    crate::io::in_place::rewrite_superblock(path, BlockKind::ThinSuperblock, |block| {
+        match without_needs_check(block) {
+            Some(cleared) => {
+                block.copy_from_slice(&cleared);
+                true
+            }
+            None => false,
+        }
+    })
 }
 
 #[cfg(test)]

@@ -73,9 +73,12 @@ impl<'a> MetadataWriter<'a> {
         self.limit
     }
 
-    /// Seals `data` as `kind` at block `b` and writes it.
+    /// Seals `data` as `kind` at block `b` and writes it. The block's
+    /// self-location goes where its kind keeps it (array blocks at 16,
+    /// everything else at 8).
     pub fn write(&mut self, b: u64, data: &mut [u8], kind: BlockKind) -> Result<()> {
-        data[8..16].copy_from_slice(&b.to_le_bytes());
+        let at = kind.blocknr_offset();
+        data[at..at + 8].copy_from_slice(&b.to_le_bytes());
         seal(data, kind);
         self.sink.write_block(b, data)?;
         Ok(())

@@ -34,6 +34,20 @@ impl KeyRange {
     pub fn contains(&self, k: u64) -> bool {
         self.lo.is_none_or(|lo| k >= lo) && self.hi.is_none_or(|hi| k < hi)
     }
+
+    /// The keys child `i` of internal node `node`, itself allowed
+    /// `self`, may hold: from its key up to the next child's.
+    pub fn child(&self, node: &NodeView<'_>, i: u32) -> KeyRange {
+        let n = node.nr_entries();
+        KeyRange {
+            lo: Some(node.key(i)),
+            hi: if i + 1 < n {
+                Some(node.key(i + 1))
+            } else {
+                self.hi
+            },
+        }
+    }
 }
 
 impl std::fmt::Display for KeyRange {
@@ -114,6 +128,21 @@ pub struct NodeDamage {
 impl NodeDamage {
     pub fn block(&self) -> u64 {
         *self.path.last().unwrap_or(&0)
+    }
+
+    /// The damage as a fatal check finding, located by tree, block, keys
+    /// and node path.
+    pub fn finding(&self) -> crate::report::findings::Finding {
+        use crate::report::findings::{Finding, Location};
+        Finding::fatal("node_damage", self.plain())
+            .with_detail(self.to_string())
+            .at(Location {
+                tree: Some(self.tree.clone()),
+                block: Some(self.block()),
+                keys: Some(self.keys.to_string()),
+                node_path: Some(crate::pdata::node_path::encode(&self.path)),
+                ..Default::default()
+            })
     }
 }
 
@@ -214,6 +243,27 @@ impl AtomicBitSet {
         self.words[(b / 64) as usize].fetch_or(mask, Ordering::Relaxed) & mask == 0
     }
 
+    /// Adds the set bits of `bits` to word `w` (blocks 64w..64w+64).
+    #[inline]
+    pub fn or_word(&self, w: u64, bits: u64) {
+        if let Some(word) = self.words.get(w as usize) {
+            word.fetch_or(bits, Ordering::Relaxed);
+        }
+    }
+
+    /// Word `w` of the set (0 beyond its size).
+    #[inline]
+    pub fn word(&self, w: u64) -> u64 {
+        self.words
+            .get(w as usize)
+            .map_or(0, |x| x.load(Ordering::Relaxed))
+    }
+
+    /// Words in the set (64 blocks each).
+    pub fn nr_words(&self) -> u64 {
+        self.words.len() as u64
+    }
+
     /// Blocks beyond the set's size are never in it.
     #[inline]
     pub fn contains(&self, b: u64) -> bool {
@@ -267,6 +317,11 @@ impl<'a> Walker<'a> {
             nodes_visited: AtomicU64::new(0),
             progress: Progress::none(),
         }
+    }
+
+    /// The metadata being walked.
+    pub fn source(&self) -> &'a BlockSource {
+        self.src
     }
 
     /// Advances `progress` by one for every node visited.
@@ -445,14 +500,7 @@ impl<'a> Walker<'a> {
         let n = node.nr_entries();
         for i in 0..n {
             let child = node.value_u64(i);
-            let child_keys = KeyRange {
-                lo: Some(node.key(i)),
-                hi: if i + 1 < n {
-                    Some(node.key(i + 1))
-                } else {
-                    keys.hi
-                },
-            };
+            let child_keys = keys.child(&node, i);
             // Leaves are cheap: visit them on this thread. Internal
             // children become tasks of their own.
             let is_internal = self

@@ -2,7 +2,9 @@
 //! blocks, with counts of three or more kept in a ref-count btree.
 
 pub mod bitmap;
+pub mod check;
 pub mod disk;
+pub mod leak_repair;
 pub mod reconcile;
 pub mod root;
 pub mod writer;

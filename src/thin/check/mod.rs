@@ -8,7 +8,6 @@
 //! names its tree, device, block and key range, and reference counts are
 //! reconciled block by block for both space maps.
 
-pub mod findings;
 mod fold;
 mod mappings;
 mod space_maps;
@@ -18,17 +17,16 @@ use std::collections::BTreeMap;
 use crate::io::{BlockSource, BLOCK_SIZE};
 use crate::pdata::block_hash::BlockMap;
 use crate::pdata::btree::walk::{NodeDamage, TreeSpec, Walker};
-use crate::pdata::node_path;
 use crate::pdata::refcount::RefCounter;
 use crate::pdata::space_map::bitmap::MAX_METADATA_BLOCKS;
 use crate::pdata::space_map::disk::StoredSpaceMap;
 use crate::report::phases;
-use crate::report::Reporter;
+use crate::report::{Progress, Reporter};
 use crate::thin::device_details::{DeviceDetails, DEVICE_DETAILS_SIZE};
 use crate::thin::devices::{read_details, read_roots, unmatched_ids, TOP_LEVEL_VALUE_SIZE};
 use crate::thin::superblock::{Superblock, SUPERBLOCK_LOCATION, THIN_MAGIC};
 
-pub use findings::{Finding, Location, Severity};
+pub use crate::report::findings::{self, Finding, Location, Severity};
 use mappings::{MappingVisitor, NoValues, SubtreePointer, TopLevelVisitor};
 
 #[derive(Clone, Debug, Default)]
@@ -88,7 +86,7 @@ impl CheckResult {
     }
 
     pub fn has_non_fatal(&self) -> bool {
-        self.findings.iter().any(|f| !f.is_fatal())
+        self.findings.iter().any(Finding::is_non_fatal)
     }
 
     /// Whether the metadata passes, given how non-fatal findings count.
@@ -189,9 +187,19 @@ impl<'a> Checker<'a> {
         if let Err(why) = sb.data_size_plausible(described) {
             return self.report(Finding::fatal("superblock", why));
         }
-        prefetch_allocated(self.src, &sb);
+        // The bar counts the blocks the read-ahead brings in and the nodes
+        // the walk visits: on a cold cache the sequential read-ahead is
+        // most of the time, and the walk, in tree order, follows it.
+        let runs = allocated_runs(self.src, &sb);
+        let ahead: u64 = runs.iter().map(|r| r.end - r.start).sum();
+        let progress = self.rep.start_progress(
+            "Checking thin metadata",
+            ahead + sb.metadata_sm_root.nr_allocated,
+        );
+        let read = progress.clone();
+        self.src.prefetch(runs, move |n| read.inc(n));
         phases::phase("check: prefetch started");
-        self.check_trees(&sb, snap);
+        self.check_trees(&sb, snap, progress);
     }
 
     /// Metadata blocks the superblock's space map describes (capped at
@@ -246,16 +254,13 @@ impl<'a> Checker<'a> {
         &mut self,
         sb: &Superblock,
         snap: Option<Result<Superblock, crate::io::BlockError>>,
+        progress: Progress,
     ) {
         let src = self.src;
         let opts = self.opts;
         let sm_blocks = sb.metadata_sm_root.nr_blocks.min(MAX_METADATA_BLOCKS);
         let metadata_refs = RefCounter::for_metadata(src.nr_blocks().max(sm_blocks));
         let mut walker = Walker::new(src, &metadata_refs, !opts.ignore_non_fatal);
-        // Nodes visited against blocks in use: close enough for a bar.
-        let progress = self
-            .rep
-            .start_progress("Checking thin metadata", sb.metadata_sm_root.nr_allocated);
         walker.set_progress(progress);
         walker.count_reference(SUPERBLOCK_LOCATION);
 
@@ -588,30 +593,24 @@ impl<'a> Checker<'a> {
 }
 
 fn node_finding(d: &NodeDamage, device: Option<u64>) -> Finding {
-    Finding::fatal("node_damage", d.plain())
-        .with_detail(d.to_string())
-        .at(Location {
-            tree: Some(d.tree.clone()),
-            device,
-            block: Some(d.block()),
-            keys: Some(d.keys.to_string()),
-            blocks: None,
-            node_path: Some(node_path::encode(&d.path)),
-        })
+    let mut f = d.finding();
+    f.location.device = device;
+    f
 }
 
-/// Starts reading, in the background and in block order, every run of
-/// blocks the metadata space map says is in use, so a cold walk finds them
-/// in memory instead of faulting them in one at a time. Best effort:
-/// damage is reported later by the walk itself.
-fn prefetch_allocated(src: &BlockSource, sb: &Superblock) {
+/// The runs of blocks the metadata space map says are in use (short free
+/// gaps included), inside the source: what is read ahead, in the
+/// background and in block order, so a cold walk finds them in memory
+/// instead of faulting them in one at a time. Best effort: damage is
+/// reported later by the walk itself.
+fn allocated_runs(src: &BlockSource, sb: &Superblock) -> Vec<std::ops::Range<u64>> {
     use crate::io::BlockKind;
     use crate::pdata::space_map::bitmap::{self, ENTRIES_PER_BITMAP};
     /// Free gaps shorter than this are read through.
     const GAP: u64 = 256;
     let root = &sb.metadata_sm_root;
     let Ok(index) = src.checked(root.bitmap_root, BlockKind::Index) else {
-        return;
+        return Vec::new();
     };
     let nr_bitmaps = root
         .nr_blocks
@@ -636,7 +635,11 @@ fn prefetch_allocated(src: &BlockSource, sb: &Superblock) {
             }
         }
     }
-    src.prefetch(runs);
+    for r in &mut runs {
+        r.end = r.end.min(src.nr_blocks());
+    }
+    runs.retain(|r| r.start < r.end);
+    runs
 }
 
 /// The device a tree name such as "metadata snapshot device 3" names.

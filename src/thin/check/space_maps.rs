@@ -3,14 +3,12 @@
 
 use crate::pdata::btree::walk::Walker;
 use crate::pdata::refcount::RefCounter;
+use crate::pdata::space_map::check::{self as sm_check, report_structure, Report};
 use crate::pdata::space_map::disk::{self, StoredSpaceMap};
-use crate::pdata::space_map::reconcile::{reconcile, Discrepancy};
+use crate::pdata::space_map::reconcile::{reconcile, Reconciliation};
 use crate::thin::superblock::Superblock;
 
-use super::{node_finding, Checker, Finding, Location};
-
-/// Runs listed one per line before the rest are summarised.
-const MAX_RUNS_LISTED: usize = 32;
+use super::{Checker, Finding};
 
 pub(super) fn check(
     c: &mut Checker<'_>,
@@ -47,125 +45,22 @@ pub(super) fn check(
     Some((data_sm, metadata_sm))
 }
 
+/// Passes the shared space-map reports on to the checker, in order.
+fn emit<'c, 'a>(c: &'c mut Checker<'a>) -> impl FnMut(Report) + use<'c, 'a> {
+    move |r| match r {
+        Report::Finding(f) => c.report(f),
+        Report::Line(l) => c.rep.line(&l),
+    }
+}
+
 fn structure_ok(c: &mut Checker<'_>, sm: &StoredSpaceMap) -> bool {
-    let name = sm.which.name();
-    for p in &sm.problems {
-        c.report(
-            Finding::fatal(
-                "space_map_structure",
-                format!("{name} space map: {}", p.message),
-            )
-            .at(Location {
-                tree: Some(format!("{name} space map")),
-                block: p.block,
-                ..Default::default()
-            }),
-        );
-    }
-    for d in &sm.tree_damage {
-        c.report(node_finding(d, None));
-    }
-    sm.problems.is_empty() && sm.tree_damage.is_empty()
+    report_structure(sm, &mut emit(c))
 }
 
-fn report_reconciliation(
-    c: &mut Checker<'_>,
-    sm: &StoredSpaceMap,
-    r: crate::pdata::space_map::reconcile::Reconciliation,
-) {
-    let name = sm.which.name();
-    for p in &r.problems {
-        c.report(
-            Finding::fatal(
-                "space_map_structure",
-                format!("{name} space map: {}", p.message),
-            )
-            .at(Location {
-                tree: Some(format!("{name} space map")),
-                block: p.block,
-                ..Default::default()
-            }),
-        );
-    }
-    let mut listed = 0;
-    let mut totals = std::collections::BTreeMap::<Discrepancy, u64>::new();
-    for run in &r.runs {
-        *totals.entry(run.kind).or_default() += run.end - run.begin;
-        if listed == MAX_RUNS_LISTED {
-            continue;
-        }
-        listed += 1;
-        let blocks = if run.end - run.begin == 1 {
-            format!("block {}", run.begin)
-        } else {
-            format!(
-                "blocks {}..{} ({} blocks)",
-                run.begin,
-                run.end - 1,
-                run.end - run.begin
-            )
-        };
-        let message = format!(
-            "{name} space map: {blocks} {}: stored count {}, computed {}",
-            run.kind.describe(),
-            run.stored,
-            run.computed
-        );
-        let f = if run.kind.is_fatal() {
-            Finding::fatal(kind_name(run.kind), message)
-        } else {
-            Finding::non_fatal(kind_name(run.kind), message)
-        };
-        c.report(f.at(Location {
-            tree: Some(format!("{name} space map")),
-            block: Some(run.begin),
-            blocks: Some((run.begin, run.end)),
-            ..Default::default()
-        }));
-    }
-    if r.runs.len() > MAX_RUNS_LISTED {
-        c.rep.line(&format!(
-            "{name} space map: {} more runs of differing counts not listed",
-            r.runs.len() - MAX_RUNS_LISTED
-        ));
-    }
-    for (kind, n) in &totals {
-        let line = format!("{n} {name} block(s) {}", kind.describe());
-        c.rep.line(&line);
-        if matches!(kind, Discrepancy::Leaked | Discrepancy::OverCounted) {
-            match sm.which {
-                disk::Which::Metadata => c.result.metadata_leaks += n,
-                disk::Which::Data => c.result.data_leaks += n,
-            }
-        }
-    }
-    for m in &r.counters {
-        let place = match (m.bitmap, m.block) {
-            (Some(i), Some(b)) => format!("bitmap {i} (block {b}): "),
-            _ => String::new(),
-        };
-        c.report(
-            Finding::non_fatal(
-                "space_map_counter",
-                format!(
-                    "{name} space map: {place}{} is {} but the bitmaps say {}",
-                    m.field, m.recorded, m.actual
-                ),
-            )
-            .at(Location {
-                tree: Some(format!("{name} space map")),
-                block: m.block,
-                ..Default::default()
-            }),
-        );
-    }
-}
-
-fn kind_name(k: Discrepancy) -> &'static str {
-    match k {
-        Discrepancy::Leaked => "leaked_blocks",
-        Discrepancy::OverCounted => "over_counted_blocks",
-        Discrepancy::UnderCounted => "under_counted_blocks",
-        Discrepancy::FreeButReferenced => "referenced_free_blocks",
+fn report_reconciliation(c: &mut Checker<'_>, sm: &StoredSpaceMap, r: Reconciliation) {
+    let leaked = sm_check::report_reconciliation(sm, r, &mut emit(c));
+    match sm.which {
+        disk::Which::Metadata => c.result.metadata_leaks += leaked,
+        disk::Which::Data => c.result.data_leaks += leaked,
     }
 }

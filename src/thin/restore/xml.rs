@@ -3,28 +3,11 @@
 //! number of the right width. Positions are byte offsets; `locate` turns
 //! one into a line and column for messages.
 
-use std::fs::File;
-use std::io::{BufReader, Read};
-use std::path::Path;
-
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
-/// A problem at a byte offset of the input.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct XmlError {
-    pub offset: u64,
-    pub message: String,
-}
-
-pub type XmlResult<T> = Result<T, XmlError>;
-
-fn err<T>(offset: u64, message: impl Into<String>) -> XmlResult<T> {
-    Err(XmlError {
-        offset,
-        message: message.into(),
-    })
-}
+use crate::io::xml::{err, Attrs};
+pub use crate::io::xml::{locate, XmlDoc, XmlError, XmlResult};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SuperblockAttrs {
@@ -71,70 +54,6 @@ pub enum Item {
 /// 24-bit time in a 64-bit value).
 pub const MAX_DATA_BLOCK: u64 = (1 << 40) - 1;
 pub const MAX_TIME: u32 = (1 << 24) - 1;
-
-/// A thin XML document's bytes: the file mapped read-only, or a copy
-/// when it cannot be mapped (empty files, pipes).
-pub struct XmlDoc {
-    bytes: DocBytes,
-}
-
-enum DocBytes {
-    Mapped(memmap2::Mmap),
-    Owned(Vec<u8>),
-}
-
-impl XmlDoc {
-    pub fn open(path: &Path) -> std::io::Result<XmlDoc> {
-        let file = File::open(path)?;
-        let meta = file.metadata()?;
-        if meta.is_file() && meta.len() > 0 {
-            // SAFETY: the mapping is read-only and private to this
-            // process; a file truncated underneath would fault, as a
-            // read of it would fail.
-            if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
-                let _ = map.advise(memmap2::Advice::Sequential);
-                return Ok(XmlDoc {
-                    bytes: DocBytes::Mapped(map),
-                });
-            }
-        }
-        let mut v = Vec::new();
-        BufReader::new(file).read_to_end(&mut v)?;
-        Ok(XmlDoc {
-            bytes: DocBytes::Owned(v),
-        })
-    }
-
-    pub fn bytes(&self) -> &[u8] {
-        match &self.bytes {
-            DocBytes::Mapped(m) => m,
-            DocBytes::Owned(v) => v,
-        }
-    }
-
-    pub fn items(&self) -> XmlItems<'_> {
-        XmlItems::new(self.bytes())
-    }
-
-    /// Lets go of the mapped pages before byte `offset`, which the
-    /// parser has passed: they stay in the page cache but leave this
-    /// process's resident set, so a large document costs no more memory
-    /// than a buffered read of it.
-    fn release_before(&self, offset: usize) {
-        const PAGE: usize = 4096;
-        if let DocBytes::Mapped(m) = &self.bytes {
-            let len = offset / PAGE * PAGE;
-            if len > 0 {
-                // SAFETY: the mapping is private and read-only: a page
-                // dropped here reads back from the file, unchanged, if it
-                // is touched again (the caller keeps well behind what is
-                // still being read, so that is rare).
-                let _ =
-                    unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, 0, len) };
-            }
-        }
-    }
-}
 
 /// The items of a document held in memory, parsed without copying.
 pub struct XmlItems<'a> {
@@ -345,7 +264,7 @@ impl<'a> ItemsAhead<'a> {
         /// queued for the consumer lie in the last megabyte or two.
         const RELEASE_LAG: u64 = 16 << 20;
         let mut ahead = Self::spawn(scope, move |out| {
-            let mut items = doc.items();
+            let mut items = XmlItems::new(doc.bytes());
             let mut released = 0;
             loop {
                 let at = items.reader.buffer_position();
@@ -400,132 +319,6 @@ impl ItemSource for ItemsAhead<'_> {
             }
         }
     }
-}
-
-/// Attribute values of one element, checked against what it allows.
-/// Most attributes an element has.
-const MAX_ATTRS: usize = 8;
-
-struct Attrs<'a> {
-    tag: &'static str,
-    names: &'static [&'static str],
-    /// Values by position in `names`, borrowed from the element.
-    values: [Option<std::borrow::Cow<'a, str>>; MAX_ATTRS],
-    at: u64,
-}
-
-impl<'a> Attrs<'a> {
-    fn read(
-        e: &'a BytesStart<'a>,
-        tag: &'static str,
-        names: &'static [&'static str],
-        at: u64,
-    ) -> XmlResult<Attrs<'a>> {
-        debug_assert!(names.len() <= MAX_ATTRS);
-        let mut values: [Option<std::borrow::Cow<'a, str>>; MAX_ATTRS] = Default::default();
-        let mut attributes = e.attributes();
-        // Duplicates are found below, by position; quick-xml's own check
-        // costs a scan per attribute.
-        attributes.with_checks(false);
-        for attr in attributes {
-            let attr = match attr {
-                Ok(a) => a,
-                Err(e) => return err(at, format!("parse error in <{tag}> attributes: {e}")),
-            };
-            let key = attr.key.into_inner();
-            let Some(i) = names.iter().position(|n| *n == key) else {
-                return err(at, format!("unknown attribute '{key}' in <{tag}>"));
-            };
-            if values[i].is_some() {
-                return err(at, format!("attribute '{key}' given twice in <{tag}>"));
-            }
-            values[i] = Some(attr.value);
-        }
-        Ok(Attrs {
-            tag,
-            names,
-            values,
-            at,
-        })
-    }
-
-    fn raw(&self, name: &str) -> Option<&str> {
-        // Callers pass the same literals as `names`: the address usually
-        // matches before any bytes need comparing.
-        let i = self
-            .names
-            .iter()
-            .position(|n| std::ptr::eq(*n, name))
-            .or_else(|| self.names.iter().position(|n| *n == name))?;
-        self.values[i].as_deref()
-    }
-
-    fn string(&self, name: &str) -> XmlResult<String> {
-        match self.raw(name) {
-            Some(v) => Ok(v.to_string()),
-            None => err(
-                self.at,
-                format!("missing attribute '{name}' in <{}>", self.tag),
-            ),
-        }
-    }
-
-    fn number<T: TryFrom<u64>>(&self, name: &str, width: &str) -> XmlResult<T> {
-        match self.raw(name) {
-            Some(v) => self.parse(name, v, width),
-            None => err(
-                self.at,
-                format!("missing attribute '{name}' in <{}>", self.tag),
-            ),
-        }
-    }
-
-    fn optional<T: TryFrom<u64>>(&self, name: &str, width: &str) -> XmlResult<Option<T>> {
-        match self.raw(name) {
-            None => Ok(None),
-            Some(v) => self.parse(name, v, width).map(Some),
-        }
-    }
-
-    fn parse<T: TryFrom<u64>>(&self, name: &str, v: &str, width: &str) -> XmlResult<T> {
-        let Some(n) = decimal(v.as_bytes()) else {
-            return err(
-                self.at,
-                format!(
-                    "attribute '{name}' of <{}> is not a decimal number: '{v}'",
-                    self.tag
-                ),
-            );
-        };
-        n.and_then(|n| T::try_from(n).ok()).map_or_else(
-            || {
-                err(
-                    self.at,
-                    format!(
-                        "attribute '{name}' of <{}> does not fit {width}: '{v}'",
-                        self.tag
-                    ),
-                )
-            },
-            Ok,
-        )
-    }
-}
-
-/// The value of ASCII decimal digits in one pass: None if `digits` is
-/// not a decimal number, Some(None) if it does not fit 64 bits.
-fn decimal(digits: &[u8]) -> Option<Option<u64>> {
-    if digits.is_empty() {
-        return None;
-    }
-    let mut n = Some(0u64);
-    for &c in digits {
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        n = n.and_then(|n| n.checked_mul(10)?.checked_add((c - b'0') as u64));
-    }
-    Some(n)
 }
 
 fn start_item(e: &BytesStart, at: u64, empty: bool) -> XmlResult<Item> {
@@ -682,34 +475,6 @@ fn mapping(at: u64, virt: u64, data: u64, len: u64, time: u32) -> XmlResult<Item
     }))
 }
 
-/// Line and column (both from 1) of a byte offset in the file.
-pub fn locate(path: &Path, offset: u64) -> (u64, u64) {
-    let Ok(file) = File::open(path) else {
-        return (0, 0);
-    };
-    let mut line = 1;
-    let mut col = 1;
-    let mut left = offset;
-    let mut reader = BufReader::new(file.take(offset));
-    let mut buf = [0u8; 1 << 16];
-    while left > 0 {
-        let n = match reader.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        for &c in &buf[..n] {
-            if c == b'\n' {
-                line += 1;
-                col = 1;
-            } else {
-                col += 1;
-            }
-        }
-        left -= n as u64;
-    }
-    (line, col)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -721,17 +486,6 @@ mod tests {
             out.push(i);
         }
         Ok(out)
-    }
-
-    #[test]
-    fn decimals_are_digits_that_fit() {
-        assert_eq!(decimal(b"0"), Some(Some(0)));
-        assert_eq!(decimal(b"18446744073709551615"), Some(Some(u64::MAX)));
-        assert_eq!(decimal(b"18446744073709551616"), Some(None));
-        assert_eq!(decimal(b"99999999999999999999x"), None);
-        assert_eq!(decimal(b""), None);
-        assert_eq!(decimal(b"-1"), None);
-        assert_eq!(decimal(b" 1"), None);
     }
 
     #[test]

@@ -5,6 +5,9 @@ use std::fmt::Write;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
+    /// Worth saying, but the kernel accepts it as it is (a hint array of
+    /// another length than the cache, say): never fails a check.
+    Note,
     /// Safe for the data (leaks, stale counters); `--ignore-non-fatal-errors`
     /// accepts them.
     NonFatal,
@@ -68,8 +71,22 @@ impl Finding {
         self
     }
 
+    pub fn note(kind: &'static str, message: String) -> Finding {
+        Finding {
+            severity: Severity::Note,
+            kind,
+            message,
+            location: Location::default(),
+            detail: None,
+        }
+    }
+
     pub fn is_fatal(&self) -> bool {
         self.severity == Severity::Fatal
+    }
+
+    pub fn is_non_fatal(&self) -> bool {
+        self.severity == Severity::NonFatal
     }
 }
 
@@ -95,10 +112,10 @@ impl Finding {
         s.push_str("\"severity\":");
         json_str(
             &mut s,
-            if self.is_fatal() {
-                "fatal"
-            } else {
-                "non-fatal"
+            match self.severity {
+                Severity::Fatal => "fatal",
+                Severity::NonFatal => "non-fatal",
+                Severity::Note => "note",
             },
         );
         s.push_str(",\"kind\":");
