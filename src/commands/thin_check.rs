@@ -146,7 +146,8 @@ fn run_cli(cli: Cli) -> Result<()> {
                  {counters} stale counter(s)",
                 result.metadata_leaks, result.data_leaks
             ));
-            let mut sink = FileSink::open(&cli.input)?;
+            // `src` holds the device exclusively until the repair is done.
+            let mut sink = FileSink::open_held(&cli.input)?;
             let done = repair_leaks(&src, &counts, true, &mut sink)
                 .context("in-place space-map repair failed; the metadata was left as it was")?;
             drop(counts);

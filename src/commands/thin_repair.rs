@@ -14,7 +14,7 @@ use crate::report::phases;
 use crate::thin::dump::{emit_devices, Filter};
 use crate::thin::repair::{salvage, RepairOptions};
 use crate::thin::restore::xml::{Emitter, ItemsAhead};
-use crate::thin::restore::{build_items, validate_items, Overrides};
+use crate::thin::restore::{build_items_keeping, keep, validate_items, Overrides};
 
 /// Repair thin-pool metadata into a new metadata device or file
 #[derive(Parser, Debug)]
@@ -111,11 +111,16 @@ fn run_cli(cli: Cli) -> Result<()> {
     let nr = plan.room(&format!("'{}'", out.display()), bytes)?;
     let (mut sink, _) = metadata_output(out, &[&cli.input]).context("output error")?;
     let place = |at: u64| format!("salvaged item {at}");
+    // A transaction already on the output stays whole until the new
+    // superblock is written.
+    let keep = keep::blocks_in_use(out);
     match plan.replay() {
-        Some(mut items) => build_items(&mut items, &place, &plan, &overrides, &mut sink, nr),
+        Some(mut items) => {
+            build_items_keeping(&mut items, &place, &plan, &overrides, &mut sink, nr, keep)
+        }
         None => std::thread::scope(|scope| {
             let mut items = ItemsAhead::spawn(scope, produce);
-            build_items(&mut items, &place, &plan, &overrides, &mut sink, nr)
+            build_items_keeping(&mut items, &place, &plan, &overrides, &mut sink, nr, keep)
         }),
     }
     .context("output error")?;

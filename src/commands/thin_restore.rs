@@ -8,7 +8,7 @@ use clap::{ArgAction, Parser};
 
 use crate::io::input::check_path;
 use crate::io::output::{metadata_output, metadata_output_size};
-use crate::thin::restore::{restore_to, Overrides};
+use crate::thin::restore::{keep, restore_to, Overrides};
 
 /// Build binary thin-pool metadata from XML
 #[derive(Parser, Debug)]
@@ -58,10 +58,12 @@ fn run_cli(cli: Cli) -> Result<()> {
         nr_data_blocks: cli.overrides.nr_data_blocks,
     };
     // The whole XML is validated and sized before the output is opened
-    // for writing; an output too small is refused with both sizes.
+    // for writing; an output too small is refused with both sizes. A
+    // transaction already there stays whole until the new superblock.
     let bytes = metadata_output_size(&cli.output, &[&cli.input])?;
     let name = format!("'{}'", cli.output.display());
-    restore_to(&cli.input, &overrides, &name, bytes, || {
+    let keep = keep::blocks_in_use(&cli.output);
+    restore_to(&cli.input, &overrides, &name, bytes, keep, || {
         Ok(metadata_output(&cli.output, &[&cli.input])?.0)
     })?;
     Ok(())

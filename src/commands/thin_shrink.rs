@@ -8,10 +8,10 @@ use anyhow::{Context, Result};
 use clap::{ArgAction, Parser};
 
 use crate::io::input::{check_binary, check_path};
-use crate::io::output::{check_distinct, metadata_output};
+use crate::io::output::{check_distinct, metadata_output, metadata_output_size};
 use crate::io::source::{BlockSource, OpenOptions};
 use crate::thin::dump::{dump, DumpOptions, Format};
-use crate::thin::restore::{restore, validate, Overrides};
+use crate::thin::restore::{keep, restore_to, validate, Overrides};
 use crate::thin::shrink::{copy_data, data_block_size, shrink_xml};
 
 /// Shrink a pool's data size, moving the data beyond it
@@ -131,15 +131,27 @@ fn run_cli(cli: Cli) -> Result<()> {
         let mut f = create_scratch(&shrunk, &cli.output)?;
         shrink_xml(&input_xml, cli.nr_blocks, &mut f)?
     };
+    // A binary output too small for the result is refused before any
+    // data moves.
+    let name = format!("'{}'", cli.output.display());
+    let bytes = if cli.binary {
+        let bytes = metadata_output_size(&cli.output, &[&cli.input])?;
+        validate(&shrunk.0, &Overrides::default())?.room(&name, bytes)?;
+        Some(bytes)
+    } else {
+        None
+    };
     // The data moves first, into blocks no mapping uses: until the new
     // metadata is written, the old stays true.
     if !cli.no_copy && !moves.is_empty() {
         let data = cli.data.as_ref().context("--data is needed to move data")?;
         copy_data(data, &moves, data_block_size(&input_xml)?)?;
     }
-    if cli.binary {
-        let (mut sink, nr_blocks) = metadata_output(&cli.output, &[&cli.input])?;
-        restore(&shrunk.0, &Overrides::default(), &mut sink, nr_blocks)?;
+    if let Some(bytes) = bytes {
+        let keep = keep::blocks_in_use(&cli.output);
+        restore_to(&shrunk.0, &Overrides::default(), &name, bytes, keep, || {
+            Ok(metadata_output(&cli.output, &[&cli.input])?.0)
+        })?;
     } else {
         std::fs::copy(&shrunk.0, &cli.output)
             .with_context(|| format!("cannot write '{}'", cli.output.display()))?;

@@ -95,13 +95,26 @@ impl FileSink {
     /// Opens `path` read-write; block devices exclusively, so a device an
     /// active pool holds is refused.
     pub fn open(path: &Path) -> Result<FileSink> {
+        FileSink::open_with(path, true)
+    }
+
+    /// Opens `path` read-write without O_EXCL, for a device this process
+    /// already holds exclusively through another descriptor (the checker's
+    /// read-only view of the metadata it is repairing): a second O_EXCL
+    /// open of the same block device fails with EBUSY, while the claim
+    /// held still keeps a pool from activating on it meanwhile.
+    pub fn open_held(path: &Path) -> Result<FileSink> {
+        FileSink::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, exclusive: bool) -> Result<FileSink> {
         let is_block_device = std::fs::metadata(path)
             .with_context(|| format!("cannot open '{}'", path.display()))?
             .file_type()
             .is_block_device();
         let mut open = std::fs::OpenOptions::new();
         open.read(true).write(true);
-        if is_block_device {
+        if is_block_device && exclusive {
             open.custom_flags(libc::O_EXCL);
         }
         let file = open

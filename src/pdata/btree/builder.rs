@@ -24,6 +24,9 @@ pub struct MetadataWriter<'a> {
     sink: &'a mut dyn BlockSink,
     next: u64,
     limit: u64,
+    /// Blocks never handed out: those of a transaction kept whole until
+    /// the new superblock replaces it.
+    avoid: Option<roaring::RoaringTreemap>,
     pub refs: RefCounter,
 }
 
@@ -34,11 +37,23 @@ impl<'a> MetadataWriter<'a> {
             sink,
             next: first,
             limit,
+            avoid: None,
             refs: RefCounter::for_metadata(limit),
         }
     }
 
+    /// Hands out no block of `avoid`.
+    pub fn avoiding(mut self, avoid: roaring::RoaringTreemap) -> MetadataWriter<'a> {
+        self.avoid = Some(avoid);
+        self
+    }
+
     pub fn alloc(&mut self) -> Result<u64> {
+        if let Some(avoid) = &self.avoid {
+            while avoid.contains(self.next) {
+                self.next += 1;
+            }
+        }
         if self.next >= self.limit {
             bail!(
                 "out of metadata space: all {} metadata blocks are used",

@@ -3,12 +3,16 @@
 //! Two streaming passes over the XML. The first validates everything and
 //! sizes the result, so a mistake in the XML, or an output too small,
 //! costs nothing: the output is not touched. The second builds the
-//! metadata: the old superblock is invalidated first (a crash part way
-//! then leaves no valid superblock over half-written trees), every new
-//! block is written and flushed, and the new superblock is written last.
+//! metadata: where the output holds a valid transaction and room enough
+//! beside it, every new block goes where that transaction's space map
+//! says "free" (keep.rs), so a crash part way leaves it whole; otherwise
+//! the old superblock is invalidated first (a crash then leaves no valid
+//! superblock over half-written trees). Every new block is written and
+//! flushed, and the new superblock is written last.
 //! Memory is bounded by the devices and shared sections, not by the
 //! number of mappings.
 
+pub mod keep;
 pub mod log;
 pub mod xml;
 
@@ -486,18 +490,20 @@ pub fn build(
     overrides: &Overrides,
     sink: &mut dyn BlockSink,
     nr_blocks: u64,
+    keep: Option<RoaringTreemap>,
 ) -> Result<Superblock> {
     let place = |at: u64| {
         let (line, col) = xml::locate(path, at);
         format!("{}: line {line}, column {col}", path.display())
     };
     if let Some(log) = &plan.log {
-        return build_items(&mut log.replay(), &place, plan, overrides, sink, nr_blocks);
+        let mut items = log.replay();
+        return build_items_keeping(&mut items, &place, plan, overrides, sink, nr_blocks, keep);
     }
     let doc = XmlDoc::open(path).with_context(|| format!("cannot read '{}'", path.display()))?;
     std::thread::scope(|scope| {
         let mut items = ItemsAhead::parse(scope, &doc);
-        build_items(&mut items, &place, plan, overrides, sink, nr_blocks)
+        build_items_keeping(&mut items, &place, plan, overrides, sink, nr_blocks, keep)
     })
 }
 
@@ -511,10 +517,34 @@ pub fn build_items(
     sink: &mut dyn BlockSink,
     nr_blocks: u64,
 ) -> Result<Superblock> {
+    build_items_keeping(items, place, plan, overrides, sink, nr_blocks, None)
+}
+
+/// `build_items` over an output whose current transaction uses `keep`
+/// (keep::blocks_in_use): where the new metadata fits beside it, it is
+/// built in the other blocks and block 0 is left alone until the end.
+pub fn build_items_keeping(
+    items: &mut dyn ItemSource,
+    place: &dyn Fn(u64) -> String,
+    plan: &Plan,
+    overrides: &Overrides,
+    sink: &mut dyn BlockSink,
+    nr_blocks: u64,
+    keep: Option<RoaringTreemap>,
+) -> Result<Superblock> {
     let nr_blocks = nr_blocks.min(MAX_METADATA_BLOCKS);
-    sink.write_block(0, &[0u8; BLOCK_SIZE])?;
-    sink.flush()?;
-    let mut w = MetadataWriter::new(sink, 1, nr_blocks);
+    let keep = keep.filter(|k| {
+        let kept_below = k.range_cardinality(1..nr_blocks);
+        plan.blocks_needed(nr_blocks) + kept_below <= nr_blocks
+    });
+    let mut w = match keep {
+        Some(k) => MetadataWriter::new(sink, 1, nr_blocks).avoiding(k),
+        None => {
+            sink.write_block(0, &[0u8; BLOCK_SIZE])?;
+            sink.flush()?;
+            MetadataWriter::new(sink, 1, nr_blocks)
+        }
+    };
     let data_refs = RefCounter::new(plan.nr_data_blocks);
     let mut b = Builder {
         plan,
@@ -688,21 +718,24 @@ pub fn restore(
         "the output",
         nr_blocks * BLOCK_SIZE as u64,
     )?;
-    build(xml_path, &plan, overrides, sink, usable)
+    build(xml_path, &plan, overrides, sink, usable, None)
 }
 
 /// Restores `xml` onto an output of `bytes` bytes named `output`, which
-/// `open` opens only once the metadata is validated and known to fit.
+/// `open` opens only once the metadata is validated and known to fit. A
+/// transaction already there (`keep`, from keep::blocks_in_use) stays
+/// whole until the new superblock is written, where there is room.
 pub fn restore_to<S: BlockSink>(
     xml_path: &Path,
     overrides: &Overrides,
     output: &str,
     bytes: u64,
+    keep: Option<RoaringTreemap>,
     open: impl FnOnce() -> Result<S>,
 ) -> Result<Superblock> {
     let (plan, usable) = plan_for(xml_path, overrides, output, bytes)?;
     let mut sink = open()?;
-    build(xml_path, &plan, overrides, &mut sink, usable)
+    build(xml_path, &plan, overrides, &mut sink, usable, keep)
 }
 
 /// The plan of a restore and the blocks of the output it may use.
