@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use common::{code, run, stdout, Scratch};
 use dmpd::io::sink::MemorySink;
-use dmpd::thin::restore::{keep, restore_keeping, Overrides};
+use dmpd::thin::restore::{keep, restore_to, Overrides};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -58,12 +58,13 @@ fn restore_over(
         writes: 0,
     };
     let xml = fixture("snapshots.xml");
-    let r = restore_keeping(
+    let r = restore_to(
         &xml,
         &Overrides::default(),
-        &mut sink,
-        nr_blocks,
+        "the image",
+        nr_blocks * 4096,
         Some(keep.clone()),
+        || Ok(&mut sink),
     );
     (r.is_ok(), sink.writes)
 }

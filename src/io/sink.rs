@@ -184,6 +184,18 @@ fn start_writeback(file: &File, offset: u64, len: usize) {
     }
 }
 
+/// A borrowed sink is a sink (writers that take one by value can be
+/// handed `&mut` of a test's).
+impl<T: BlockSink + ?Sized> BlockSink for &mut T {
+    fn write_block(&mut self, b: u64, data: &[u8]) -> std::io::Result<()> {
+        (**self).write_block(b, data)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        (**self).flush()
+    }
+}
+
 impl BlockSink for FileSink {
     fn write_block(&mut self, b: u64, data: &[u8]) -> std::io::Result<()> {
         debug_assert_eq!(data.len(), BLOCK_SIZE);
