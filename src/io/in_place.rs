@@ -3,7 +3,7 @@
 //! then a flush: after a crash the flag is set or clear, and the metadata
 //! valid either way.
 
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -23,6 +23,9 @@ pub fn rewrite_superblock(
     let mut sink = FileSink::open(path)
         .with_context(|| format!("cannot open '{}' to rewrite its superblock", path.display()))?;
     let file = std::fs::File::open(path)?;
+    if file.metadata()?.file_type().is_block_device() {
+        super::source::drop_cached_pages(&file);
+    }
     let mut block = vec![0u8; BLOCK_SIZE];
     file.read_exact_at(&mut block, 0)
         .with_context(|| format!("cannot read the superblock of '{}'", path.display()))?;

@@ -16,6 +16,21 @@ use super::{le_u64, BLOCK_SIZE};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// Forgets the clean pages the page cache holds for a block device, so
+/// what is read next comes from the disk. The kernel's targets write
+/// their metadata through dm-bufio, straight to the device and past its
+/// page cache: a page some earlier reader left cached (while a pool held
+/// the device, say) can predate the kernel's last commit, and a -m
+/// reader would then miss the metadata snapshot just reserved. Best
+/// effort: pages another process has mapped stay.
+pub fn drop_cached_pages(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain advice on an open descriptor; no memory is passed.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+}
+
 /// BLKGETSIZE64: the size of a block device in bytes.
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
 
@@ -61,6 +76,9 @@ impl BlockSource {
         let file = open
             .open(path)
             .with_context(|| format!("cannot open '{}'", path.display()))?;
+        if is_block_device {
+            drop_cached_pages(&file);
+        }
         let size = if is_block_device {
             block_device_size(&file).with_context(|| format!("cannot size '{}'", path.display()))?
         } else {
