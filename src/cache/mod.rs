@@ -7,6 +7,7 @@
 //! - [`check`]: cache_check's engine (parallel walk, reference counts
 //!   reconciled with the metadata space map).
 
+pub mod check;
 pub mod hint;
 pub mod mapping;
 pub mod read;
