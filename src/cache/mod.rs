@@ -8,6 +8,7 @@
 //!   reconciled with the metadata space map).
 
 pub mod check;
+pub mod damage;
 pub mod hint;
 pub mod mapping;
 pub mod read;

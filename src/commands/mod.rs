@@ -8,6 +8,7 @@ use std::path::Path;
 use clap::Parser;
 
 pub mod cache_check;
+pub mod cache_generate_damage;
 mod install;
 mod overwrite;
 pub mod thin_check;
@@ -100,6 +101,11 @@ macro_rules! tool {
 
 pub const TOOLS: &[Tool] = &[
     tool!(cache_check, Linked, "Validate dm-cache metadata"),
+    tool!(
+        cache_generate_damage,
+        Developer,
+        "Damage healthy cache metadata in one named way (developer tool)"
+    ),
     tool!(thin_check, Linked, "Validate thin-pool metadata"),
     tool!(
         thin_delta,

@@ -370,9 +370,9 @@ impl Checker<'_> {
              the mapping array ({} {})",
             super::read::name_cblocks(&range),
             if len < cache_blocks {
-                "have no hint"
+                "without a hint"
             } else {
-                "do not exist"
+                "beyond the cache"
             }
         );
         let loc = at_array(Structure::Hints, Some(sb.hint_root), None);
