@@ -370,8 +370,18 @@ impl CacheImage {
         out
     }
 
+    /// The first cache block whose mapping is 0.
     fn first_unmapped(&self, sb: &Superblock) -> Option<u64> {
-        (0..sb.cache_blocks as u64).find(|&c| self.mapping_value(sb, c) == Some(0))
+        let per = max_entries_for(MAPPING_SIZE) as u64;
+        self.pointers(sb.mapping_root)
+            .into_iter()
+            .find_map(|(k, b)| {
+                let blk = self.block(b);
+                let nr = crate::io::le_u32(blk, 8).min(per as u32) as u64;
+                (0..nr)
+                    .find(|&i| le_u64(blk, ARRAY_HEADER_SIZE + i as usize * 8) == 0)
+                    .map(|i| k * per + i)
+            })
     }
 
     fn index_entry(&self, i: usize) -> (u64, bitmap::IndexEntry) {
