@@ -230,11 +230,10 @@ fn expected_stderr(name: &str, path: &Path, d: Damage, a: &Applied) -> String {
         Damage::HintArrayShort => {
             // 4096 cache blocks: hints in 5 array blocks of 1018, the
             // last (of 24) dropped.
-            format!(
-                "hint array: holds 4072 hints but the cache has 4096 blocks: shorter than the mapping array \
-                 (cache blocks 4072..4095 without a hint)\n\
-                 metadata check found non-fatal problems; --ignore-non-fatal-errors accepts them\n"
-            )
+            "hint array: holds 4072 hints but the cache has 4096 blocks: shorter than the mapping array \
+             (cache blocks 4072..4095 without a hint)\n\
+             metadata check found non-fatal problems; --ignore-non-fatal-errors accepts them\n"
+                .to_string()
         }
     }
 }
