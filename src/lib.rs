@@ -10,6 +10,7 @@
 //! - `commands`: one file per tool, its command line and a thin `run`.
 
 pub mod commands;
+pub mod era;
 pub mod io;
 pub mod pdata;
 pub mod report;

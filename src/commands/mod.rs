@@ -7,6 +7,7 @@ use std::path::Path;
 
 use clap::Parser;
 
+pub mod era_check;
 mod install;
 mod overwrite;
 pub mod thin_check;
@@ -98,6 +99,7 @@ macro_rules! tool {
 }
 
 pub const TOOLS: &[Tool] = &[
+    tool!(era_check, Linked, "Validate dm-era metadata"),
     tool!(thin_check, Linked, "Validate thin-pool metadata"),
     tool!(
         thin_delta,
