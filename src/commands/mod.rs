@@ -8,6 +8,7 @@ use std::path::Path;
 use clap::Parser;
 
 pub mod era_check;
+pub mod era_dump;
 mod install;
 mod overwrite;
 pub mod thin_check;
@@ -100,6 +101,7 @@ macro_rules! tool {
 
 pub const TOOLS: &[Tool] = &[
     tool!(era_check, Linked, "Validate dm-era metadata"),
+    tool!(era_dump, Linked, "Dump dm-era metadata as XML"),
     tool!(thin_check, Linked, "Validate thin-pool metadata"),
     tool!(
         thin_delta,

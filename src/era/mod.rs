@@ -16,6 +16,7 @@ pub mod check;
 pub mod damage;
 pub mod dump;
 pub mod invalidate;
+pub mod model;
 pub mod read;
 pub mod repair;
 pub mod restore;
