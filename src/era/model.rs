@@ -206,7 +206,7 @@ mod tests {
             writesets: vec![ModelWriteset {
                 era: 2,
                 nr_bits: 4,
-                marked: [1..3].to_vec(),
+                marked: std::iter::once(1..3).collect(),
             }],
             eras: vec![(0, 1), (3, 1)],
         }
@@ -236,7 +236,7 @@ mod tests {
             ModelWriteset {
                 era: 1,
                 nr_bits: 4,
-                marked: [2..4].to_vec(),
+                marked: std::iter::once(2..4).collect(),
             },
         );
         let mut out = Vec::new();
