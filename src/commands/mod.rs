@@ -8,6 +8,8 @@ use std::path::Path;
 use clap::Parser;
 
 pub mod cache_check;
+pub mod era_check;
+pub mod era_dump;
 mod install;
 mod overwrite;
 pub mod thin_check;
@@ -100,6 +102,8 @@ macro_rules! tool {
 
 pub const TOOLS: &[Tool] = &[
     tool!(cache_check, Linked, "Validate dm-cache metadata"),
+    tool!(era_check, Linked, "Validate dm-era metadata"),
+    tool!(era_dump, Linked, "Dump dm-era metadata as XML"),
     tool!(thin_check, Linked, "Validate thin-pool metadata"),
     tool!(
         thin_delta,
