@@ -9,6 +9,8 @@ use clap::Parser;
 
 pub mod cache_check;
 pub mod cache_generate_damage;
+pub mod era_check;
+pub mod era_dump;
 mod install;
 mod overwrite;
 pub mod thin_check;
@@ -106,6 +108,8 @@ pub const TOOLS: &[Tool] = &[
         Developer,
         "Damage healthy cache metadata in one named way (developer tool)"
     ),
+    tool!(era_check, Linked, "Validate dm-era metadata"),
+    tool!(era_dump, Linked, "Dump dm-era metadata as XML"),
     tool!(thin_check, Linked, "Validate thin-pool metadata"),
     tool!(
         thin_delta,

@@ -217,6 +217,22 @@ pub fn decimal(digits: &[u8]) -> Option<Option<u64>> {
     Some(n)
 }
 
+/// Appends the decimal digits of `v`.
+#[inline]
+pub fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
 /// Line and column (both from 1) of a byte offset in the file.
 pub fn locate(path: &Path, offset: u64) -> (u64, u64) {
     let Ok(file) = File::open(path) else {
