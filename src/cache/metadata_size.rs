@@ -1,0 +1,1 @@
+//! How much metadata a cache needs.
