@@ -2,5 +2,6 @@
 //! format, restore, dump, repair, size estimates).
 
 pub mod metadata_size;
+pub mod restore;
 pub mod superblock;
 pub mod xml;

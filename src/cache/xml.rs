@@ -204,12 +204,14 @@ fn start_item(e: &BytesStart, at: u64, empty: bool) -> XmlResult<Item> {
             let dirty = match a.raw("dirty") {
                 Some("true") => true,
                 Some("false") => false,
-                Some(other) => return err(
-                    at,
-                    format!(
+                Some(other) => {
+                    return err(
+                        at,
+                        format!(
                         "attribute 'dirty' of <mapping> must be 'true' or 'false', not '{other}'"
                     ),
-                ),
+                    )
+                }
                 None => return err(at, "missing attribute 'dirty' in <mapping>"),
             };
             Ok(Item::Mapping(Mapping {

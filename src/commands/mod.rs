@@ -7,6 +7,7 @@ use std::path::Path;
 
 use clap::Parser;
 
+pub mod cache_restore;
 mod install;
 mod overwrite;
 pub mod thin_check;
@@ -98,6 +99,11 @@ macro_rules! tool {
 }
 
 pub const TOOLS: &[Tool] = &[
+    tool!(
+        cache_restore,
+        Linked,
+        "Build binary cache metadata from XML"
+    ),
     tool!(thin_check, Linked, "Validate thin-pool metadata"),
     tool!(
         thin_delta,
