@@ -7,6 +7,7 @@ use std::path::Path;
 
 use clap::Parser;
 
+pub mod cache_check;
 pub mod cache_restore;
 mod install;
 mod overwrite;
@@ -99,6 +100,7 @@ macro_rules! tool {
 }
 
 pub const TOOLS: &[Tool] = &[
+    tool!(cache_check, Linked, "Validate dm-cache metadata"),
     tool!(
         cache_restore,
         Linked,
