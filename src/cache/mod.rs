@@ -10,6 +10,7 @@
 //!   salvaged items) to binary metadata; [`metadata_size`]: estimates.
 
 pub mod check;
+pub mod dump;
 pub mod hint;
 pub mod mapping;
 pub mod metadata_size;

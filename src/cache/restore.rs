@@ -32,19 +32,14 @@ use crate::pdata::space_map::in_use::metadata_blocks_in_use;
 use crate::pdata::space_map::writer;
 use crate::report::phases;
 
+use super::hint::HINT_SIZE;
+use super::mapping::{self, MAPPING_SIZE as MAPPING_VALUE_SIZE};
 use super::superblock::{Superblock, CACHE_MAGIC, CLEAN_SHUTDOWN, POLICY_NAME_SIZE};
 use super::xml::{
     CacheXmlItems, Hint, Item, Mapping, SuperblockAttrs, XmlDoc, XmlError, XmlResult,
     MAX_ORIGIN_BLOCK,
 };
 
-/// Mapping flag: the cache block holds its origin block.
-pub const MAPPING_VALID: u64 = 1;
-/// Mapping flag (format 1 only): the cached copy is newer.
-pub const MAPPING_DIRTY: u64 = 2;
-const MAPPING_VALUE_SIZE: u32 = 8;
-/// The only hint size the kernel and the checkers know.
-pub const HINT_SIZE: u32 = 4;
 /// Cache block sizes the kernel accepts, in sectors.
 pub const MIN_BLOCK_SIZE: u32 = 64;
 pub const MAX_BLOCK_SIZE: u32 = 2097152;
@@ -581,14 +576,17 @@ impl Arrays {
             }) => {
                 let gap = cache_block as u64 - self.mappings.len();
                 self.mappings.push_zeros(w, gap)?;
-                let mut value = origin_block << 16 | MAPPING_VALID;
+                let mut value = mapping::Mapping {
+                    origin: origin_block,
+                    flags: mapping::VALID,
+                };
                 if dirty {
                     match &mut self.dirty {
                         Some(bits) => bits.set(w, cache_block as u64)?,
-                        None => value |= MAPPING_DIRTY,
+                        None => value.flags |= mapping::DIRTY,
                     }
                 }
-                self.mappings.push(w, &value.to_le_bytes())?;
+                self.mappings.push(w, &value.pack().to_le_bytes())?;
             }
             Item::Hint(h @ Hint { cache_block, .. }) => {
                 let Some(hints) = &mut self.hints else {

@@ -8,6 +8,7 @@ use std::path::Path;
 use clap::Parser;
 
 pub mod cache_check;
+pub mod cache_dump;
 pub mod cache_restore;
 mod install;
 mod overwrite;
@@ -101,6 +102,7 @@ macro_rules! tool {
 
 pub const TOOLS: &[Tool] = &[
     tool!(cache_check, Linked, "Validate dm-cache metadata"),
+    tool!(cache_dump, Linked, "Dump dm-cache metadata as XML"),
     tool!(
         cache_restore,
         Linked,
