@@ -55,6 +55,7 @@ pub fn open<'a>(src: &'a BlockSource, opts: &DumpOptions) -> Result<CacheMetadat
         if let Some(first) = damage.first() {
             let more = match damage.len() {
                 1 => String::new(),
+                2 => " (and 1 more problem)".to_string(),
                 n => format!(" (and {} more problems)", n - 1),
             };
             bail!(

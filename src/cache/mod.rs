@@ -15,6 +15,7 @@ pub mod hint;
 pub mod mapping;
 pub mod metadata_size;
 pub mod read;
+pub mod repair;
 pub mod restore;
 pub mod superblock;
 pub mod xml;

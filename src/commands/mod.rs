@@ -9,6 +9,8 @@ use clap::Parser;
 
 pub mod cache_check;
 pub mod cache_dump;
+pub mod cache_metadata_size;
+pub mod cache_repair;
 pub mod cache_restore;
 mod install;
 mod overwrite;
@@ -103,6 +105,16 @@ macro_rules! tool {
 pub const TOOLS: &[Tool] = &[
     tool!(cache_check, Linked, "Validate dm-cache metadata"),
     tool!(cache_dump, Linked, "Dump dm-cache metadata as XML"),
+    tool!(
+        cache_metadata_size,
+        Linked,
+        "Estimate the metadata device a cache needs"
+    ),
+    tool!(
+        cache_repair,
+        Linked,
+        "Salvage damaged dm-cache metadata into a new device or file"
+    ),
     tool!(
         cache_restore,
         Linked,
