@@ -102,8 +102,9 @@ pub struct Plan {
     pub nr_mappings: u64,
     pub nr_dirty: u64,
     pub nr_hints: u64,
-    /// Bits of the discard bitset: the end of the last discard range (0
-    /// when there are none).
+    /// Bits of the discard bitset (0 when there are no discards): enough
+    /// for every discard range and every mapped origin block, as the
+    /// checkers take discard block size x bits for the origin's size.
     pub discard_nr_blocks: u64,
     pub version: u32,
 }
@@ -179,6 +180,8 @@ struct Validator {
     nr_dirty: u64,
     nr_hints: u64,
     discard_end: u64,
+    /// One past the highest origin block mapped.
+    origin_end: u64,
 }
 
 impl Validator {
@@ -195,6 +198,7 @@ impl Validator {
             nr_dirty: 0,
             nr_hints: 0,
             discard_end: 0,
+            origin_end: 0,
         }
     }
 
@@ -215,7 +219,10 @@ impl Validator {
             nr_mappings: self.nr_mappings,
             nr_dirty: self.nr_dirty,
             nr_hints: self.nr_hints,
-            discard_nr_blocks: self.discard_end,
+            discard_nr_blocks: match self.discard_end {
+                0 => 0,
+                end => end.max(self.origin_end),
+            },
             version: self.version,
         })
     }
@@ -362,6 +369,7 @@ impl Validator {
                     });
                 }
                 self.nr_mappings += 1;
+                self.origin_end = self.origin_end.max(m.origin_block + 1);
                 self.nr_dirty += m.dirty as u64;
             }
             Item::Hint(h) => {
