@@ -11,6 +11,10 @@ pub mod cache_check;
 pub mod cache_generate_damage;
 pub mod era_check;
 pub mod era_dump;
+pub mod cache_dump;
+pub mod cache_metadata_size;
+pub mod cache_repair;
+pub mod cache_restore;
 mod install;
 mod overwrite;
 pub mod thin_check;
@@ -110,6 +114,22 @@ pub const TOOLS: &[Tool] = &[
     ),
     tool!(era_check, Linked, "Validate dm-era metadata"),
     tool!(era_dump, Linked, "Dump dm-era metadata as XML"),
+    tool!(cache_dump, Linked, "Dump dm-cache metadata as XML"),
+    tool!(
+        cache_metadata_size,
+        Linked,
+        "Estimate the metadata device a cache needs"
+    ),
+    tool!(
+        cache_repair,
+        Linked,
+        "Salvage damaged dm-cache metadata into a new device or file"
+    ),
+    tool!(
+        cache_restore,
+        Linked,
+        "Build binary cache metadata from XML"
+    ),
     tool!(thin_check, Linked, "Validate thin-pool metadata"),
     tool!(
         thin_delta,
