@@ -9,6 +9,9 @@ use clap::Parser;
 
 pub mod era_check;
 pub mod era_dump;
+pub mod era_invalidate;
+pub mod era_repair;
+pub mod era_restore;
 mod install;
 mod overwrite;
 pub mod thin_check;
@@ -102,6 +105,17 @@ macro_rules! tool {
 pub const TOOLS: &[Tool] = &[
     tool!(era_check, Linked, "Validate dm-era metadata"),
     tool!(era_dump, Linked, "Dump dm-era metadata as XML"),
+    tool!(
+        era_invalidate,
+        Linked,
+        "List the blocks of an era origin written since an era"
+    ),
+    tool!(
+        era_repair,
+        Unlinked,
+        "Salvage damaged dm-era metadata into a new device or file"
+    ),
+    tool!(era_restore, Linked, "Build binary dm-era metadata from XML"),
     tool!(thin_check, Linked, "Validate thin-pool metadata"),
     tool!(
         thin_delta,
