@@ -9,6 +9,7 @@ use clap::Parser;
 
 pub mod era_check;
 pub mod era_dump;
+pub mod era_generate_damage;
 pub mod era_invalidate;
 pub mod era_repair;
 pub mod era_restore;
@@ -105,6 +106,11 @@ macro_rules! tool {
 pub const TOOLS: &[Tool] = &[
     tool!(era_check, Linked, "Validate dm-era metadata"),
     tool!(era_dump, Linked, "Dump dm-era metadata as XML"),
+    tool!(
+        era_generate_damage,
+        Developer,
+        "Damage healthy era metadata in one named way (developer tool)"
+    ),
     tool!(
         era_invalidate,
         Linked,
