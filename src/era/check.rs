@@ -162,8 +162,8 @@ fn blocks_named(r: &std::ops::Range<u64>) -> String {
     name_range("origin block", "origin blocks", r)
 }
 
-fn bits_named(r: &std::ops::Range<u64>) -> String {
-    let bits = r.start * 64..r.end * 64;
+fn bits_named(r: &std::ops::Range<u64>, nr_bits: u64) -> String {
+    let bits = r.start * 64..(r.end * 64).min(nr_bits);
     name_range("bit", "bits", &bits)
 }
 
@@ -381,9 +381,13 @@ impl<'a> Checker<'a> {
                     self.report(d.finding());
                 }
                 let is_bitset = walk.value_size == WORD_SIZE;
+                let nr_bits = bitsets
+                    .iter()
+                    .find(|(n, _)| *n == walk.name)
+                    .map_or(0, |(_, ws)| ws.nr_bits as u64);
                 for d in &outcome.damage {
                     let text = if is_bitset {
-                        d.describe(&bits_named)
+                        d.describe(&|r| bits_named(r, nr_bits))
                     } else {
                         d.describe(&blocks_named)
                     };
