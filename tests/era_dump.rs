@@ -128,7 +128,7 @@ fn logical_dump_of_the_own_image() {
             5
         } else if (10..20).contains(&b) || (60..200).contains(&b) || b >= 2990 {
             4
-        } else if b % 7 == 0 {
+        } else if b.is_multiple_of(7) {
             0
         } else {
             1 + (b % 3) as u32

@@ -3,6 +3,9 @@
 //! §4.4 on hand-made metadata, and the open current writeset, which the
 //! reference ignores.
 
+// Writesets are written as lists of marked runs, often of one run.
+#![allow(clippy::single_range_in_vec_init)]
+
 mod common;
 
 use common::era::*;

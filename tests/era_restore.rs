@@ -3,6 +3,9 @@
 //! 64-bit words restore exactly (the reference's quirk Q12 does not);
 //! bad XML and unusable outputs are refused before the output is touched.
 
+// Writesets are written as lists of marked runs, often of one run.
+#![allow(clippy::single_range_in_vec_init)]
+
 mod common;
 
 use common::era::*;
