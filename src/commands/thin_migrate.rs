@@ -191,6 +191,9 @@ fn open_dest_file(path: &Path, inputs: &[&Path], fresh: bool) -> Result<Dest> {
         check_distinct(path, inputs)?;
         file
     };
+    // Only an emptied regular file reads as zeros where it is not written
+    // (a character device such as /dev/full does not).
+    let fresh = fresh && file.metadata().is_ok_and(|m| m.is_file());
     Ok(Dest {
         file,
         path: path.to_path_buf(),
@@ -207,7 +210,8 @@ fn dest_device_size(d: &Dest) -> Result<u64> {
 /// file, copies the extents, and makes the result durable.
 fn execute(plan: &Plan, src: End, dest: &Dest, buffer: u64, rep: &Reporter) -> Result<()> {
     let bb = plan.block_bytes;
-    if !dest.is_block_device {
+    let regular = dest.file.metadata().is_ok_and(|m| m.is_file());
+    if regular {
         dest.file
             .set_len(plan.end)
             .with_context(|| format!("cannot size '{}'", dest.path.display()))?;
@@ -242,9 +246,6 @@ fn execute(plan: &Plan, src: End, dest: &Dest, buffer: u64, rep: &Reporter) -> R
     };
     let report = copy_extents(&job, &plan.extents, &progress);
     rep.finish_progress();
-    dest.file
-        .sync_all()
-        .with_context(|| format!("cannot flush '{}'", dest.path.display()))?;
     if report.failed() {
         for e in &report.errors {
             rep.line(e);
@@ -255,6 +256,12 @@ fn execute(plan: &Plan, src: End, dest: &Dest, buffer: u64, rep: &Reporter) -> R
             report.write_errors,
             report.copied
         );
+    }
+    // A character device (a pipe-like destination) has nothing to flush.
+    if regular || dest.is_block_device {
+        dest.file
+            .sync_all()
+            .with_context(|| format!("cannot flush '{}'", dest.path.display()))?;
     }
     Ok(())
 }
