@@ -29,6 +29,7 @@ pub mod thin_ls;
 pub mod thin_metadata_pack;
 pub mod thin_metadata_size;
 pub mod thin_metadata_unpack;
+pub mod thin_migrate;
 pub mod thin_repair;
 pub mod thin_reserve_metadata_snap;
 pub mod thin_restore;
@@ -185,6 +186,11 @@ pub const TOOLS: &[Tool] = &[
         thin_metadata_unpack,
         Linked,
         "Expand a pack file into a metadata device or file"
+    ),
+    tool!(
+        thin_migrate,
+        Linked,
+        "Copy a thin volume's provisioned blocks out of its pool"
     ),
     tool!(
         thin_repair,
