@@ -131,6 +131,21 @@ const TOOLS: &[Tool] = &[
         Reads::Binary,
         Writes::Metadata,
     ),
+    tool(
+        "thin_migrate",
+        &[
+            "--metadata-dev",
+            "IN",
+            "--data-dev",
+            "DATA",
+            "--thin-id",
+            "1",
+            "--dest-file",
+            "OUT",
+        ],
+        Reads::Binary,
+        Writes::Text,
+    ),
 ];
 
 /// The project's pool with snapshots, in every form the tools read.
