@@ -233,10 +233,11 @@ fn expected_stderr(name: &str, path: &Path, d: Damage, a: &Applied) -> String {
         Damage::HintArrayShort => {
             // 4096 cache blocks: hints in 5 array blocks of 1018, the
             // last (of 24) dropped.
-            "hint array: holds 4072 hints but the cache has 4096 blocks: shorter than the mapping array \
-             (cache blocks 4072..4095 without a hint)\n\
-             metadata check found non-fatal problems; --ignore-non-fatal-errors accepts them\n"
-                .to_string()
+            format!(
+                "hint array (index root at block {b}): holds 4072 hints but the cache has 4096 blocks: \
+                 shorter than the mapping array (cache blocks 4072..4095 without a hint)\n\
+                 metadata check found non-fatal problems; --ignore-non-fatal-errors accepts them\n"
+            )
         }
     }
 }
@@ -419,7 +420,7 @@ fn a_short_hint_array_after_an_unclean_shutdown_is_only_noted() {
         return;
     }
     let s = Scratch::new("cache-hints");
-    let (mut bytes, _) = damaged("cmeta_kernel_v1", Damage::HintArrayShort);
+    let (mut bytes, applied) = damaged("cmeta_kernel_v1", Damage::HintArrayShort);
     set_flags(&mut bytes, 0, CLEAN_SHUTDOWN);
     let path = write(&s, "hints", &bytes);
     assert_eq!(
@@ -427,10 +428,12 @@ fn a_short_hint_array_after_an_unclean_shutdown_is_only_noted() {
         (
             0,
             String::new(),
-            "hint array: holds 4072 hints but the cache has 4096 blocks: shorter than the mapping array \
-             (cache blocks 4072..4095 without a hint); the cache was not shut down cleanly, so the kernel \
-             ignores hints\n"
-                .to_string()
+            format!(
+                "hint array (index root at block {}): holds 4072 hints but the cache has 4096 blocks: \
+                 shorter than the mapping array (cache blocks 4072..4095 without a hint); the cache was \
+                 not shut down cleanly, so the kernel ignores hints\n",
+                applied.block
+            )
         )
     );
 }
