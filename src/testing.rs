@@ -138,6 +138,19 @@ pub fn exercise_pack(data: &[u8]) {
 /// blocks, discard bits 8..16 of 64 are set, clean shutdown. For tests
 /// and fuzz seeds that need no ../shared.
 pub fn cache_image(version: u32, cache_blocks: u64, nr_blocks: u64) -> Vec<u8> {
+    cache_image_with(version, cache_blocks, nr_blocks, 3, true)
+}
+
+/// As `cache_image`, with every `every`-th cache block mapped (every
+/// second of those dirty) and, without `hints`, no hint array: a sparse
+/// cache of any size (33,000,000 blocks take a 3-level mapping index).
+pub fn cache_image_with(
+    version: u32,
+    cache_blocks: u64,
+    nr_blocks: u64,
+    every: u64,
+    hints: bool,
+) -> Vec<u8> {
     use crate::cache::mapping::{Mapping, DIRTY, VALID};
     use crate::cache::superblock::{Superblock as CacheSuperblock, CLEAN_SHUTDOWN};
     use crate::pdata::array::builder::ArrayBuilder;
@@ -145,8 +158,8 @@ pub fn cache_image(version: u32, cache_blocks: u64, nr_blocks: u64) -> Vec<u8> {
     use crate::pdata::btree::builder::MetadataWriter;
     use crate::pdata::space_map::writer::write_metadata;
 
-    let mapped = |c: u64| c.is_multiple_of(3);
-    let dirty = |c: u64| c.is_multiple_of(6);
+    let every = every.max(1);
+    let dirty = |c: u64| c.is_multiple_of(2 * every);
     let mut image = vec![0u8; nr_blocks as usize * BLOCK_SIZE];
     let mut sb = CacheSuperblock::new(version);
     {
@@ -159,26 +172,32 @@ pub fn cache_image(version: u32, cache_blocks: u64, nr_blocks: u64) -> Vec<u8> {
         w.refs.inc(0);
         let mut m = ArrayBuilder::new(8);
         let mut h = ArrayBuilder::new(4);
-        for c in 0..cache_blocks {
-            let v = if mapped(c) {
-                let flags = VALID | if version == 1 && dirty(c) { DIRTY } else { 0 };
-                Mapping {
-                    origin: 7 * c + 2,
-                    flags,
-                }
-                .pack()
-            } else {
-                0
-            };
+        let mut c = 0;
+        while c < cache_blocks {
+            let flags = VALID | if version == 1 && dirty(c) { DIRTY } else { 0 };
+            let v = Mapping {
+                origin: 7 * c + 2,
+                flags,
+            }
+            .pack();
             m.push(&mut w, &v.to_le_bytes()).expect("room");
-            let hint = if mapped(c) { (c % 64) as u32 } else { 0 };
-            h.push(&mut w, &hint.to_le_bytes()).expect("room");
+            let gap = (every - 1).min(cache_blocks - c - 1);
+            m.push_zeros(&mut w, gap).expect("room");
+            if hints {
+                let hint = (c % 64) as u32;
+                h.push(&mut w, &hint.to_le_bytes()).expect("room");
+                h.push_zeros(&mut w, gap).expect("room");
+            }
+            c += every;
         }
         sb.mapping_root = m.finish(&mut w).expect("room");
-        sb.hint_root = h.finish(&mut w).expect("room");
+        if hints {
+            sb.hint_root = h.finish(&mut w).expect("room");
+            sb.policy_hint_size = 4;
+        }
         if version >= 2 {
             let mut d = BitsetBuilder::new(cache_blocks);
-            for c in (0..cache_blocks).filter(|&c| mapped(c) && dirty(c)) {
+            for c in (0..cache_blocks).step_by(2 * every as usize) {
                 d.set(&mut w, c).expect("room");
             }
             sb.dirty_root = Some(d.finish(&mut w).expect("room"));
@@ -187,22 +206,20 @@ pub fn cache_image(version: u32, cache_blocks: u64, nr_blocks: u64) -> Vec<u8> {
         disc.set_range(&mut w, 8..16).expect("room");
         sb.discard_root = disc.finish(&mut w).expect("room");
         for root in [
-            Some(sb.mapping_root),
-            Some(sb.hint_root),
-            sb.dirty_root,
-            Some(sb.discard_root),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            w.refs.inc(root);
+            sb.mapping_root,
+            sb.hint_root,
+            sb.dirty_root.unwrap_or(0),
+            sb.discard_root,
+        ] {
+            if root != 0 {
+                w.refs.inc(root);
+            }
         }
         sb.metadata_sm_root = write_metadata(&mut w, nr_blocks).expect("room");
     }
     sb.flags = CLEAN_SHUTDOWN;
     sb.policy_name[..3].copy_from_slice(b"smq");
     sb.policy_version = [2, 0, 0];
-    sb.policy_hint_size = 4;
     sb.data_block_size = 64;
     sb.cache_blocks = cache_blocks as u32;
     // 64 discard blocks covering at least the origin blocks mapped.

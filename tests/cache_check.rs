@@ -562,3 +562,60 @@ fn random_corruption_never_panics() {
         );
     }
 }
+
+/// Index levels above the array blocks, following the first child.
+fn index_depth(image: &[u8], root: u64) -> u32 {
+    let mut b = root as usize;
+    let mut depth = 1;
+    loop {
+        let node = dmpd::pdata::btree::node::NodeView::new(&image[b * 4096..(b + 1) * 4096]);
+        if node.is_leaf() {
+            return depth;
+        }
+        b = node.value_u64(0) as usize;
+        depth += 1;
+    }
+}
+
+/// 33,000,000 cache blocks: the mapping array's 64,834 array blocks take
+/// a 3-level index (the depth where the kernel's own walker once broke).
+/// Checked clean, and a damaged last array block is found and named with
+/// its cache blocks.
+#[test]
+fn a_cache_of_33_million_blocks_has_a_three_level_index_and_checks() {
+    let s = Scratch::new("cache-deep");
+    let cache_blocks = 33_000_000u64;
+    let nr_blocks = 66_000 + 1_100 + 64;
+    let mut image = dmpd::testing::cache_image_with(2, cache_blocks, nr_blocks, 100, false);
+    let sb = Superblock::parse(&image[..4096]);
+    assert_eq!(index_depth(&image, sb.mapping_root), 3);
+    let path = write(&s, "deep", &image);
+    assert_eq!(check(&path, &[]), (0, String::new(), String::new()));
+
+    // The last array block (index 64,833: cache blocks 32,999,997..),
+    // reached through the third level, damaged.
+    let (k, b) = *dmpd::pdata::array::view::read_index(
+        &BlockSource::open(&path, OpenOptions { exclusive: false }).unwrap(),
+        "mapping array",
+        sb.mapping_root,
+    )
+    .0
+    .last()
+    .unwrap();
+    assert_eq!(k, cache_blocks.div_ceil(509) - 1);
+    image[b as usize * 4096 + 100] ^= 1;
+    let path = write(&s, "deep", &image);
+    let first = k * 509;
+    assert_eq!(
+        check(&path, &[]),
+        (
+            64,
+            String::new(),
+            format!(
+                "mapping array: array block {k} at block {b} (cache blocks {first}..{} lost): checksum error\n\
+                 metadata contains errors: 1 fatal problem(s) found\n",
+                cache_blocks - 1
+            )
+        )
+    );
+}
