@@ -12,6 +12,8 @@ pub mod cache_dump;
 pub mod cache_metadata_size;
 pub mod cache_repair;
 pub mod cache_restore;
+pub mod era_check;
+pub mod era_dump;
 mod install;
 mod overwrite;
 pub mod thin_check;
@@ -120,6 +122,8 @@ pub const TOOLS: &[Tool] = &[
         Linked,
         "Build binary cache metadata from XML"
     ),
+    tool!(era_check, Linked, "Validate dm-era metadata"),
+    tool!(era_dump, Linked, "Dump dm-era metadata as XML"),
     tool!(thin_check, Linked, "Validate thin-pool metadata"),
     tool!(
         thin_delta,
