@@ -7,6 +7,10 @@
 # ../shared/bench/gen_thin_xml.py, the image from dmpd's thin_restore.
 #   m10: --mappings 10000000 --snaps 8            (1 GiB metadata file)
 #   m50: --mappings 50000000 --snaps 8 --seed 2   (4 GiB metadata file)
+# cache: two caches from ../shared/bench/gen_cache_xml.py, restored in
+# format 2: c33m --nr-blocks 33000000 --resident 0.01 (a 3-level mapping
+# index) and c2m --nr-blocks 2000000 --resident 1.0 --dirty 0.25 (dense);
+# cache_restore, cache_dump and cache_repair on each.
 # Each tool runs RUNS times; the table gives the median wall time, the
 # median CPU time (user + system) and the largest peak RSS. Peak RSS
 # counts the pages of the memory-mapped metadata the tool touched, not
@@ -122,6 +126,41 @@ bench_pool() {
     fi
 }
 
+build_cache_input() {
+    local name=$1 size=$2; shift 2
+    if [ ! -s "$cache/$name.xml" ]; then
+        python3 ../shared/bench/gen_cache_xml.py "$@" > "$cache/$name.xml.tmp" && mv "$cache/$name.xml.tmp" "$cache/$name.xml"
+    fi
+    if [ ! -s "$cache/$name.bin" ] || [ "$cache/$name.xml" -nt "$cache/$name.bin" ]; then
+        rm -f "$cache/$name.bin"
+        truncate -s "$size" "$cache/$name.bin"
+        "$dmpd" cache_restore -i "$cache/$name.xml" -o "$cache/$name.bin"
+    fi
+}
+
+# time_cache_tools CACHE LABEL BINARY: the cache writers of BINARY.
+time_cache_tools() {
+    local name=$1 who=$2 bin=$3
+    local img=$cache/$1.bin xml=$cache/$1.xml scratch=$cache/$1.restore.bin
+    rm -f "$scratch"; truncate -s "$(stat -c %s "$img")" "$scratch"
+    measure "$name ${who}cache_restore ($(( $(stat -c %s "$xml") / 1048576 )) MiB XML)" warm "$bin" cache_restore -i "$xml" -o "$scratch"
+    measure "$name ${who}cache_dump to a file" warm "$bin" cache_dump -o "$cache/$name.dump.xml" "$img"
+    measure "$name ${who}cache_repair (healthy input)" warm "$bin" cache_repair -i "$img" -o "$scratch"
+    rm -f "$scratch" "$cache/$name.dump.xml"
+}
+
+bench_cache() {
+    local name=$1
+    check_cache "$name"
+    time_cache_tools "$name" "" "$dmpd"
+    if [ -n "${REF_TOOLS:-}" ] && [ -x "$REF_TOOLS" ]; then
+        local saved=$runs
+        runs=1
+        time_cache_tools "$name" "reference 1.x " "$REF_TOOLS"
+        runs=$saved
+    fi
+}
+
 if [ "$which" = m10 ] || [ "$which" = all ]; then
     build_input m10 1G --mappings 10000000 --snaps 8
     bench_pool m10
@@ -131,21 +170,8 @@ if [ "$which" = m50 ] || [ "$which" = all ]; then
     bench_pool m50
 fi
 
-cgen=../shared/bench/gen_cache_xml.py
 
-build_cache_input() {
-    local name=$1 size=$2; shift 2
-    if [ ! -s "$cache/$name.xml" ]; then
-        python3 "$cgen" "$@" > "$cache/$name.xml.tmp" && mv "$cache/$name.xml.tmp" "$cache/$name.xml"
-    fi
-    if [ ! -s "$cache/$name.bin" ] || [ "$cache/$name.xml" -nt "$cache/$name.bin" ]; then
-        rm -f "$cache/$name.bin"
-        truncate -s "$size" "$cache/$name.bin"
-        "$dmpd" cache_restore -i "$cache/$name.xml" -o "$cache/$name.bin"
-    fi
-}
-
-bench_cache() {
+check_cache() {
     local name=$1 img=$cache/$1.bin saved=$runs
     measure "$name cache_check" warm "$dmpd" cache_check -q "$img"
     runs=1
