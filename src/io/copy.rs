@@ -240,7 +240,7 @@ fn write_part(
     report: &mut CopyReport,
 ) {
     let bb = job.block_bytes;
-    let g = if job.skip_zeros && bb % GRANULE == 0 {
+    let g = if job.skip_zeros && bb.is_multiple_of(GRANULE) {
         GRANULE
     } else {
         bb
