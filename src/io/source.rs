@@ -253,6 +253,29 @@ impl BlockSource {
         }
     }
 
+    /// Asks the CPU to start loading the first cache lines of block `b`
+    /// (its header, where a node's kind and entry count live), so a walk
+    /// that will soon read it does not stall on memory. Only a hint:
+    /// out-of-range blocks are ignored and nothing is read here.
+    #[inline]
+    pub fn prefetch_header(&self, b: u64) {
+        if b >= self.nr_blocks {
+            return;
+        }
+        let bytes = self.bytes();
+        let at = b as usize * BLOCK_SIZE;
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `at` lies inside the mapping; a prefetch never faults
+        // and has no effect on memory.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let p = bytes.as_ptr().add(at) as *const i8;
+            _mm_prefetch(p, _MM_HINT_T0);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (bytes, at);
+    }
+
     /// Blocks [first, first + count) as one slice.
     pub fn block_range(&self, first: u64, count: u64) -> Result<&[u8], BlockError> {
         let end = first.checked_add(count).filter(|&e| e <= self.nr_blocks);
