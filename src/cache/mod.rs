@@ -12,3 +12,4 @@ pub mod hint;
 pub mod mapping;
 pub mod read;
 pub mod superblock;
+pub mod writeback;
