@@ -8,6 +8,7 @@ use std::path::Path;
 use clap::Parser;
 
 pub mod cache_check;
+pub mod cache_writeback;
 mod install;
 mod overwrite;
 pub mod thin_check;
@@ -100,6 +101,11 @@ macro_rules! tool {
 
 pub const TOOLS: &[Tool] = &[
     tool!(cache_check, Linked, "Validate dm-cache metadata"),
+    tool!(
+        cache_writeback,
+        Linked,
+        "Write a cache's dirty blocks back to the origin device, offline"
+    ),
     tool!(thin_check, Linked, "Validate thin-pool metadata"),
     tool!(
         thin_delta,

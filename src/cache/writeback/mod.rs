@@ -10,6 +10,7 @@
 
 pub mod copy;
 pub mod fault;
+pub mod update;
 
 use anyhow::{bail, Result};
 
