@@ -11,6 +11,7 @@
 
 pub mod cache;
 pub mod commands;
+pub mod era;
 pub mod io;
 pub mod pdata;
 pub mod report;

@@ -146,14 +146,15 @@ impl Checker<'_> {
             Err(e) => return self.abort(bad_superblock(src, &e)),
         };
         self.result.superblock = Some(sb.clone());
+        let unusable = |e: ReadError| format!("'{}': {e}", src.path().display());
         if sb.magic != CACHE_MAGIC {
-            return self.abort(ReadError::Magic { found: sb.magic }.to_string());
+            return self.abort(unusable(ReadError::Magic { found: sb.magic }));
         }
         if sb.version != 1 && sb.version != 2 {
-            return self.abort(ReadError::Version { found: sb.version }.to_string());
+            return self.abort(unusable(ReadError::Version { found: sb.version }));
         }
         if sb.dirty_root == Some(0) {
-            return self.abort(ReadError::NoDirtyBitset.to_string());
+            return self.abort(unusable(ReadError::NoDirtyBitset));
         }
         self.check_superblock_fields(&sb);
         if self.opts.super_block_only {
@@ -370,9 +371,9 @@ impl Checker<'_> {
              the mapping array ({} {})",
             super::read::name_cblocks(&range),
             if len < cache_blocks {
-                "have no hint"
+                "without a hint"
             } else {
-                "do not exist"
+                "beyond the cache"
             }
         );
         let loc = at_array(Structure::Hints, Some(sb.hint_root), None);
