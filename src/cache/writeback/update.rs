@@ -162,15 +162,11 @@ pub fn mark_clean(
     w.refs.inc(0);
     sb.metadata_sm_root =
         writer::write_metadata(&mut w, nr_blocks).context("writing the new metadata space map")?;
-    drop(w);
-
     // The rest of block 0 stays byte for byte; the fields are new.
     let mut block = src.block(0)?.to_vec();
     sb.write_fields(&mut block);
     seal(&mut block, BlockKind::CacheSuperblock);
-    sink.flush().context("flushing the new metadata")?;
-    sink.write_block(0, &block)
-        .context("writing the new superblock")?;
-    sink.flush().context("flushing the new superblock")?;
+    w.commit(&block)
+        .context("flushing the new metadata and writing its superblock")?;
     Ok(sb)
 }
