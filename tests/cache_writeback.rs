@@ -26,10 +26,10 @@ fn origin_of(c: u64) -> u64 {
     (c * 37 + 11) % ORIGIN_BLOCKS
 }
 fn mapped(c: u64) -> bool {
-    c % 2 == 0
+    c.is_multiple_of(2)
 }
 fn dirty(c: u64) -> bool {
-    c % 4 == 0
+    c.is_multiple_of(4)
 }
 
 fn xml() -> String {
