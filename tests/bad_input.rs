@@ -1273,3 +1273,135 @@ fn cache_outputs_that_are_inputs_or_unusable_are_refused() {
     }
     report(&outcomes);
 }
+
+/// cache_writeback against bad metadata, origin and fast inputs: the
+/// input named, the status (65 where the metadata is read but fails the
+/// pre-check, 64 where a file cannot be used at all), no panic, and all
+/// three files unchanged.
+#[test]
+fn cache_writeback_names_bad_inputs_and_touches_nothing() {
+    let s = Scratch::new("bad-input-writeback");
+    let inputs = good_inputs(&s);
+    let wb = tool(
+        "cache_writeback",
+        &[
+            "--metadata-device",
+            "IN",
+            "--origin-device",
+            "OUT",
+            "--fast-device",
+            "DATA",
+        ],
+        Reads::Binary,
+        Writes::Nothing,
+    );
+    // A healthy cache with dirty blocks, and its devices.
+    let xml = write(
+        &s,
+        "w-cache.xml",
+        b"<superblock uuid=\"\" block_size=\"64\" nr_cache_blocks=\"8\" policy=\"smq\" hint_width=\"4\">\n  <mappings>\n    <mapping cache_block=\"1\" origin_block=\"3\" dirty=\"true\"/>\n  </mappings>\n</superblock>",
+    );
+    let meta = s.path("w-meta");
+    std::fs::File::create(&meta)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let o = run(
+        "cache_restore",
+        &["-i", xml.to_str().unwrap(), "-o", meta.to_str().unwrap()],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let fast = write(&s, "w-fast", &vec![0xfa; 8 * 32768]);
+    let origin = write(&s, "w-origin", &vec![0x0e; 8 * 32768]);
+    let dir = s.path("w-dir");
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = s.path("no-such-file");
+
+    let mut outcomes = Vec::new();
+    let metadata_rows: Vec<(&str, PathBuf, i32, &str)> = vec![
+        (
+            "missing path",
+            missing.clone(),
+            64,
+            "Couldn't find input file",
+        ),
+        (
+            "directory",
+            dir.clone(),
+            64,
+            "Not a block device or regular file",
+        ),
+        (
+            "empty file",
+            write(&s, "w-empty", b""),
+            64,
+            "too small to hold metadata (0 bytes",
+        ),
+        (
+            "text file",
+            write(&s, "w-notes.txt", "cache notes\n".repeat(800).as_bytes()),
+            65,
+            "holds text",
+        ),
+        (
+            "thin metadata",
+            inputs.binary.clone(),
+            65,
+            "this is thin metadata",
+        ),
+    ];
+    for (case, input, status, words) in &metadata_rows {
+        let args = substitute(&wb, input, &origin, &fast);
+        outcomes.push(row(
+            &wb,
+            &format!("metadata: {case}"),
+            dmpd_tool(&wb),
+            &args,
+            &[input, &origin, &fast],
+            *status,
+            &[words, &shown(input)],
+        ));
+    }
+    for (case, bad, words) in [
+        ("missing path", &missing, "Couldn't find input file"),
+        ("directory", &dir, "Not a block device or regular file"),
+    ] {
+        let args = substitute(&wb, &meta, bad, &fast);
+        outcomes.push(row(
+            &wb,
+            &format!("origin: {case}"),
+            dmpd_tool(&wb),
+            &args,
+            &[&meta, &fast],
+            64,
+            &[words, &shown(bad)],
+        ));
+        let args = substitute(&wb, &meta, &origin, bad);
+        outcomes.push(row(
+            &wb,
+            &format!("fast: {case}"),
+            dmpd_tool(&wb),
+            &args,
+            &[&meta, &origin],
+            64,
+            &[words, &shown(bad)],
+        ));
+    }
+    // The origin is the fast device, or the metadata.
+    for (case, o, f) in [
+        ("origin is the fast device", &fast, &fast),
+        ("origin is the metadata", &meta, &fast),
+    ] {
+        let args = substitute(&wb, &meta, o, f);
+        outcomes.push(row(
+            &wb,
+            case,
+            dmpd_tool(&wb),
+            &args,
+            &[&meta, o, f],
+            64,
+            &["same file", &shown(o)],
+        ));
+    }
+    report(&outcomes);
+}
