@@ -19,6 +19,7 @@ use roaring::{RoaringBitmap, RoaringTreemap};
 
 use crate::io::BlockSource;
 
+use super::hint::HINT_SIZE;
 use super::mapping::{DIRTY, VALID};
 use super::read::{CacheMetadata, Entry, ReadOptions, Structure};
 use super::restore::ItemSource;
@@ -131,6 +132,8 @@ pub struct MetadataItems<'m, 'a> {
     origins: RoaringTreemap,
     /// Cache blocks whose mapping was dropped (their hints go too).
     dropped: RoaringBitmap,
+    /// Repair drops hints of a size no checker accepts.
+    no_hints: bool,
     /// Why entries were dropped, for the caller to print.
     pub warnings: Vec<String>,
     at: u64,
@@ -145,6 +148,7 @@ impl<'m, 'a> MetadataItems<'m, 'a> {
             iter: None,
             origins: RoaringTreemap::new(),
             dropped: RoaringBitmap::new(),
+            no_hints: false,
             warnings: Vec::new(),
             at: 0,
         }
@@ -199,6 +203,9 @@ impl<'m, 'a> MetadataItems<'m, 'a> {
     }
 
     fn hint(&self, e: &Entry) -> Option<Item> {
+        if self.no_hints {
+            return None;
+        }
         let data = e.hint?;
         if self.dropped.contains(e.cblock as u32) || data.len() > MAX_HINT_BYTES {
             return None;
@@ -217,7 +224,19 @@ impl<'m, 'a> MetadataItems<'m, 'a> {
             match self.stage {
                 Stage::Superblock => {
                     self.stage = Stage::BeginMappings;
-                    return Some(Item::Superblock(Self::superblock_attrs(self.md)));
+                    let mut sb = Self::superblock_attrs(self.md);
+                    if self.repair && sb.hint_width != 0 && sb.hint_width != HINT_SIZE {
+                        // No checker accepts other hints: the policy
+                        // rebuilds them.
+                        self.warnings.push(format!(
+                            "policy hint size {} is not the kernel's {HINT_SIZE}: the hints are \
+                             dropped",
+                            sb.hint_width
+                        ));
+                        sb.hint_width = 0;
+                        self.no_hints = true;
+                    }
+                    return Some(Item::Superblock(sb));
                 }
                 Stage::BeginMappings => {
                     self.stage = Stage::Mappings;

@@ -461,7 +461,7 @@ fn first_mapping_of(doc: &[u8], origin: u64) -> Option<u32> {
 /// result; errors name the file, line and column.
 pub fn validate(path: &Path, version: u32) -> Result<Plan> {
     let doc = XmlDoc::open(path).with_context(|| format!("cannot read '{}'", path.display()))?;
-    match Validator::new(version).run(&mut CacheXmlItems::new(doc.bytes())) {
+    match Validator::new(version).run(&mut CacheXmlItems::of_doc(&doc)) {
         Ok(plan) => Ok(plan),
         Err(Failure::At(e)) => Err(located(path, e)),
         Err(Failure::Twice { origin, second, at }) => {
@@ -648,7 +648,7 @@ pub fn restore_to<S: BlockSink>(
         format!("'{}': line {line}, column {col}", xml_path.display())
     };
     build_items(
-        &mut CacheXmlItems::new(doc.bytes()),
+        &mut CacheXmlItems::of_doc(&doc),
         &place,
         &plan,
         opts,
