@@ -34,4 +34,6 @@ fn the_seed_corpora_run_clean() {
     replay("../corpus/xml_reader", dmpd::testing::exercise_xml);
     replay("../corpus/pack_reader", dmpd::testing::exercise_pack);
     replay("../corpus/parse_blocks", dmpd::testing::exercise_block);
+    replay("../corpus/era_image", dmpd::testing::exercise_era_image);
+    replay("../corpus/era_xml", dmpd::testing::exercise_era_xml);
 }
