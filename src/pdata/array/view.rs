@@ -174,7 +174,7 @@ impl<'a> ArrayView<'a> {
             // out the key ranges of damaged subtrees as ranges (a damaged
             // key can make the gap astronomically long).
             let next = listed.peek().copied().unwrap_or(wanted).min(wanted);
-            let mut gaps = vec![k..next];
+            let mut gaps: Vec<std::ops::Range<u64>> = std::iter::once(k..next).collect();
             for d in &self.index_damage {
                 let (lo, hi) = (d.keys.lo.unwrap_or(0), d.keys.hi.unwrap_or(u64::MAX));
                 gaps = gaps
