@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks dmpd on large generated pools and writes BENCHMARKS.md.
 #
-#   bench/run.sh [m10|m50|all]     (default: all; RUNS=5 by default)
+#   bench/run.sh [m10|m50|cache|all]   (default: all; RUNS=5 by default)
 #
 # Inputs are built once and cached in bench/cache: the XML from
 # ../shared/bench/gen_thin_xml.py, the image from dmpd's thin_restore.
@@ -17,6 +17,12 @@
 # their own sources elsewhere; nothing of them is kept here), one run each.
 # The durable-write floor is dd writing as many bytes as a restore does,
 # with fdatasync: what thin_restore and thin_repair cannot go below.
+# cache: two caches from ../shared/bench/gen_cache_xml.py restored by
+# dmpd's cache_restore, c33m (--nr-blocks 33000000 --resident 0.01: a
+# 3-level mapping index) and c2m (--nr-blocks 2000000 --resident 1.0
+# --dirty 0.25); cache_check timed on both (Debian's 0.9.0 and, with
+# REF_TOOLS, the reference 1.x beside). Its rows replace the "dm-cache"
+# section of BENCHMARKS.md, leaving the thin figures as they are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-all}
@@ -125,6 +131,70 @@ if [ "$which" = m50 ] || [ "$which" = all ]; then
     bench_pool m50
 fi
 
+cgen=../shared/bench/gen_cache_xml.py
+
+build_cache_input() {
+    local name=$1 size=$2; shift 2
+    if [ ! -s "$cache/$name.xml" ]; then
+        python3 "$cgen" "$@" > "$cache/$name.xml.tmp" && mv "$cache/$name.xml.tmp" "$cache/$name.xml"
+    fi
+    if [ ! -s "$cache/$name.bin" ] || [ "$cache/$name.xml" -nt "$cache/$name.bin" ]; then
+        rm -f "$cache/$name.bin"
+        truncate -s "$size" "$cache/$name.bin"
+        "$dmpd" cache_restore -i "$cache/$name.xml" -o "$cache/$name.bin"
+    fi
+}
+
+bench_cache() {
+    local name=$1 img=$cache/$1.bin saved=$runs
+    measure "$name cache_check" warm "$dmpd" cache_check -q "$img"
+    runs=1
+    if [ -n "${REF_TOOLS:-}" ] && [ -x "$REF_TOOLS" ]; then
+        measure "$name reference 1.x cache_check" warm "$REF_TOOLS" cache_check -q "$img"
+    fi
+    if [ -x /usr/sbin/cache_check ]; then
+        measure "$name Debian cache_check 0.9.0" warm /usr/sbin/cache_check -q "$img"
+    fi
+    runs=$saved
+    if can_drop; then
+        measure "$name cache_check" cold "$dmpd" cache_check -q "$img"
+    fi
+}
+
+if [ "$which" = cache ] || [ "$which" = all ]; then
+    thin_rows=("${rows[@]}")
+    rows=()
+    build_cache_input c33m 1G --nr-blocks 33000000 --resident 0.01
+    bench_cache c33m
+    build_cache_input c2m 128M --nr-blocks 2000000 --resident 1.0 --dirty 0.25
+    bench_cache c2m
+    cache_rows=("${rows[@]}")
+    rows=("${thin_rows[@]}")
+    section=$cache/cache-section.md
+    {
+        echo "## dm-cache"
+        echo
+        echo "Written by \`bench/run.sh $which\` on $(date -u +%Y-%m-%d); median of $runs runs (Debian's and the reference's: one run)."
+        echo "c33m: 33,000,000 cache blocks, 1 % resident (a 3-level mapping index); c2m: 2,000,000 blocks, all resident, 25 % dirty."
+        echo
+        echo "| work | cache | wall (s) | CPU (s) | peak RSS (MiB) |"
+        echo "|---|---|---:|---:|---:|"
+        printf '%s\n' "${cache_rows[@]}"
+    } > "$section"
+    if [ "$which" = cache ]; then
+        # Only the cache section of the existing file is replaced.
+        if [ -f "$out" ]; then
+            awk '/^## dm-cache$/ {skip = 1; next} skip && /^## / {skip = 0} !skip' "$out" > "$out.tmp"
+        else
+            : > "$out.tmp"
+        fi
+        { cat "$out.tmp"; echo; cat "$section"; } > "$out"
+        rm -f "$out.tmp"
+        echo "wrote the dm-cache section of $out" >&2
+        exit 0
+    fi
+fi
+
 {
     echo "# Benchmarks"
     echo
@@ -135,5 +205,9 @@ fi
     echo "| work | cache | wall (s) | CPU (s) | peak RSS (MiB) |"
     echo "|---|---|---:|---:|---:|"
     printf '%s\n' "${rows[@]}"
+    if [ -f "$cache/cache-section.md" ] && [ "$which" = all ]; then
+        echo
+        cat "$cache/cache-section.md"
+    fi
 } > "$out"
 echo "wrote $out" >&2

@@ -131,6 +131,21 @@ const TOOLS: &[Tool] = &[
         Reads::Binary,
         Writes::Metadata,
     ),
+    tool(
+        "thin_migrate",
+        &[
+            "--metadata-dev",
+            "IN",
+            "--data-dev",
+            "DATA",
+            "--thin-id",
+            "1",
+            "--dest-file",
+            "OUT",
+        ],
+        Reads::Binary,
+        Writes::Text,
+    ),
 ];
 
 /// The project's pool with snapshots, in every form the tools read.
@@ -782,4 +797,133 @@ fn loop_devices_and_their_backing_files_are_one_input() {
             "{tool} changed the image"
         );
     }
+}
+
+/// cache_check against bad input and other targets' metadata, and the
+/// thin tools against a kernel-written cache image: exit 64, the input
+/// named and unchanged, no panic; and a healthy cache image checked by
+/// an unprivileged user who cannot write it.
+#[test]
+fn cache_check_names_bad_inputs_and_other_targets_metadata() {
+    let s = Scratch::new("bad-input-cache");
+    let inputs = good_inputs(&s);
+    let check = tool("cache_check", &["IN"], Reads::Binary, Writes::Nothing);
+    let mut rows: Vec<(&str, PathBuf, &str)> = vec![
+        (
+            "missing path",
+            s.path("no-such-file"),
+            "Couldn't find input file",
+        ),
+        (
+            "empty file",
+            write(&s, "c-empty", b""),
+            "too small to hold metadata (0 bytes",
+        ),
+        (
+            "text file",
+            write(&s, "c-notes.txt", "cache notes\n".repeat(800).as_bytes()),
+            "holds text",
+        ),
+        (
+            "thin metadata",
+            inputs.binary.clone(),
+            "this is thin metadata",
+        ),
+        (
+            "era metadata",
+            write(
+                &s,
+                "c-era.bin",
+                &other_superblock(dmpd::io::BlockKind::EraSuperblock),
+            ),
+            "this is era metadata",
+        ),
+        (
+            "a cache superblock with another magic",
+            write(
+                &s,
+                "c-magic.bin",
+                &other_superblock(dmpd::io::BlockKind::CacheSuperblock),
+            ),
+            "has magic 10794 (cache metadata has 1623043)",
+        ),
+    ];
+    let dir = s.path("c-dir");
+    std::fs::create_dir_all(&dir).unwrap();
+    rows.push(("directory", dir, "Not a block device or regular file"));
+    let mut xml = std::fs::read(&inputs.xml).unwrap();
+    xml.extend(std::iter::repeat_n(b' ', 8192));
+    rows.push(("XML", write(&s, "c-given.xml", &xml), "looks like XML"));
+    let mut outcomes = Vec::new();
+    let kernel_v2 = kernel_dir().join("cmeta_kernel_v2.bin.gz");
+    let cache_image = have_kernel_images().then(|| {
+        let gz = std::fs::read(&kernel_v2).unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&gz[..]), &mut bytes)
+            .unwrap();
+        write(&s, "cmeta.bin", &bytes)
+    });
+    if let Some(image) = &cache_image {
+        let bytes = std::fs::read(image).unwrap();
+        rows.push((
+            "truncated cache image",
+            write(&s, "c-truncated.bin", &bytes[..20 * 4096]),
+            "looks truncated",
+        ));
+        let gz = std::fs::read(&kernel_v2).unwrap();
+        rows.push((
+            "gzip cut short",
+            write(&s, "c-cut.bin.gz", &gz[..gz.len() / 2]),
+            "corrupt gzip stream",
+        ));
+    }
+    for (case, input, words) in &rows {
+        let args = substitute(&check, input, input, input);
+        outcomes.push(row(
+            &check,
+            case,
+            dmpd_tool(&check),
+            &args,
+            &[input],
+            64,
+            &[words, &shown(input)],
+        ));
+    }
+    if let Some(image) = &cache_image {
+        // The thin tools refuse a cache image, naming it.
+        let out = s.path("c-out");
+        for t in TOOLS
+            .iter()
+            .filter(|t| t.reads == Reads::Binary && t.name != "thin_metadata_pack")
+        {
+            std::fs::File::create(&out)
+                .unwrap()
+                .set_len(8 << 20)
+                .unwrap();
+            let args = substitute(t, image, &out, &inputs.data);
+            outcomes.push(row(
+                t,
+                "kernel-written cache metadata",
+                dmpd_tool(t),
+                &args,
+                &[image, &out, &inputs.data],
+                t.bad_metadata_status,
+                &["this is cache metadata", &shown(image)],
+            ));
+        }
+        // Read-only: an unprivileged user checks a file it cannot write.
+        set_mode(&s.dir, 0o755);
+        set_mode(image, 0o444);
+        let args = substitute(&check, image, image, image);
+        outcomes.push(row(
+            &check,
+            "healthy cache image, read-only, unprivileged user",
+            as_nobody(&check),
+            &args,
+            &[image],
+            0,
+            &[],
+        ));
+    }
+    report(&outcomes);
 }

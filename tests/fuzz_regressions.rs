@@ -24,7 +24,8 @@ fn crashes_found_by_fuzzing_stay_fixed() {
     let n = replay("check_image", dmpd::testing::exercise_image)
         + replay("parse_blocks", dmpd::testing::exercise_block)
         + replay("xml_reader", dmpd::testing::exercise_xml)
-        + replay("pack_reader", dmpd::testing::exercise_pack);
+        + replay("pack_reader", dmpd::testing::exercise_pack)
+        + replay("cache_reader", dmpd::testing::exercise_cache_image);
     assert!(n >= 1, "no regression inputs found");
 }
 
@@ -34,6 +35,10 @@ fn the_seed_corpora_run_clean() {
     replay("../corpus/xml_reader", dmpd::testing::exercise_xml);
     replay("../corpus/pack_reader", dmpd::testing::exercise_pack);
     replay("../corpus/parse_blocks", dmpd::testing::exercise_block);
+    replay(
+        "../corpus/cache_reader",
+        dmpd::testing::exercise_cache_image,
+    );
     replay("../corpus/era_image", dmpd::testing::exercise_era_image);
     replay("../corpus/era_xml", dmpd::testing::exercise_era_xml);
 }

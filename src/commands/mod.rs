@@ -7,6 +7,12 @@ use std::path::Path;
 
 use clap::Parser;
 
+pub mod cache_check;
+pub mod cache_dump;
+pub mod cache_generate_damage;
+pub mod cache_metadata_size;
+pub mod cache_repair;
+pub mod cache_restore;
 pub mod era_check;
 pub mod era_dump;
 pub mod era_generate_damage;
@@ -23,6 +29,7 @@ pub mod thin_ls;
 pub mod thin_metadata_pack;
 pub mod thin_metadata_size;
 pub mod thin_metadata_unpack;
+pub mod thin_migrate;
 pub mod thin_repair;
 pub mod thin_reserve_metadata_snap;
 pub mod thin_restore;
@@ -104,6 +111,28 @@ macro_rules! tool {
 }
 
 pub const TOOLS: &[Tool] = &[
+    tool!(cache_check, Linked, "Validate dm-cache metadata"),
+    tool!(cache_dump, Linked, "Dump dm-cache metadata as XML"),
+    tool!(
+        cache_generate_damage,
+        Developer,
+        "Damage healthy cache metadata in one named way (developer tool)"
+    ),
+    tool!(
+        cache_metadata_size,
+        Linked,
+        "Estimate the metadata device a cache needs"
+    ),
+    tool!(
+        cache_repair,
+        Linked,
+        "Salvage damaged dm-cache metadata into a new device or file"
+    ),
+    tool!(
+        cache_restore,
+        Linked,
+        "Build binary cache metadata from XML"
+    ),
     tool!(era_check, Linked, "Validate dm-era metadata"),
     tool!(era_dump, Linked, "Dump dm-era metadata as XML"),
     tool!(
@@ -157,6 +186,11 @@ pub const TOOLS: &[Tool] = &[
         thin_metadata_unpack,
         Linked,
         "Expand a pack file into a metadata device or file"
+    ),
+    tool!(
+        thin_migrate,
+        Linked,
+        "Copy a thin volume's provisioned blocks out of its pool"
     ),
     tool!(
         thin_repair,

@@ -31,15 +31,8 @@ pub struct Header {
     pub nr_data_blocks: u64,
 }
 
+use crate::io::xml::push_attr as attr;
 pub use crate::io::xml::push_u64;
-
-fn attr(out: &mut Vec<u8>, name: &str, v: u64) {
-    out.push(b' ');
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"=\"");
-    push_u64(out, v);
-    out.push(b'"');
-}
 
 impl Format {
     pub fn begin(self, h: &Header, out: &mut Vec<u8>) {
