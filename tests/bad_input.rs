@@ -1405,3 +1405,193 @@ fn cache_writeback_names_bad_inputs_and_touches_nothing() {
     }
     report(&outcomes);
 }
+
+/// The era tools against bad input, other targets' metadata and unusable
+/// outputs: exit 64 (1 for era_check and era_repair's command-line
+/// errors), the input named, nothing changed, no panic; and a healthy
+/// era image read by an unprivileged user who cannot write it.
+#[test]
+fn era_tools_name_bad_inputs_and_other_targets_metadata() {
+    let s = Scratch::new("bad-input-era");
+    let inputs = good_inputs(&s);
+    let readers = [
+        tool("era_check", &["IN"], Reads::Binary, Writes::Nothing),
+        tool(
+            "era_dump",
+            &["IN", "-o", "OUT"],
+            Reads::Binary,
+            Writes::Text,
+        ),
+        tool(
+            "era_invalidate",
+            &["--written-since", "1", "IN"],
+            Reads::Binary,
+            Writes::Nothing,
+        ),
+        tool(
+            "era_repair",
+            &["-i", "IN", "-o", "OUT"],
+            Reads::Binary,
+            Writes::Metadata,
+        ),
+    ];
+    let dir = s.path("e-dir");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut xml = std::fs::read(&inputs.xml).unwrap();
+    xml.extend(std::iter::repeat_n(b' ', 8192));
+    let rows: Vec<(&str, PathBuf, &str)> = vec![
+        (
+            "missing path",
+            s.path("no-such-file"),
+            "Couldn't find input file",
+        ),
+        ("directory", dir, "Not a block device or regular file"),
+        (
+            "empty file",
+            write(&s, "e-empty", b""),
+            "too small to hold metadata (0 bytes",
+        ),
+        (
+            "text file",
+            write(&s, "e-notes.txt", "era notes\n".repeat(800).as_bytes()),
+            "holds text",
+        ),
+        (
+            "thin metadata",
+            inputs.binary.clone(),
+            "this is thin metadata",
+        ),
+        (
+            "cache metadata",
+            write(
+                &s,
+                "e-cache.bin",
+                &other_superblock(dmpd::io::BlockKind::CacheSuperblock),
+            ),
+            "this is cache metadata",
+        ),
+        ("XML", write(&s, "e-given.xml", &xml), "looks like XML"),
+        (
+            "zeroed superblock",
+            write(&s, "e-zero.bin", &vec![0u8; 16 * 4096]),
+            "block 0 is all zeros",
+        ),
+    ];
+    let out = s.path("e-out");
+    let mut outcomes = Vec::new();
+    for t in &readers {
+        for (case, input, words) in &rows {
+            let _ = std::fs::remove_file(&out);
+            if t.writes == Writes::Metadata {
+                std::fs::File::create(&out)
+                    .unwrap()
+                    .set_len(8 << 20)
+                    .unwrap();
+            }
+            let args = substitute(t, input, &out, input);
+            outcomes.push(row(
+                t,
+                case,
+                dmpd_tool(t),
+                &args,
+                &[input],
+                64,
+                &[words, &shown(input)],
+            ));
+        }
+    }
+    // era_restore's XML slot and the writers' output slots.
+    let era_xml = write(
+        &s,
+        "e.xml",
+        b"<superblock uuid=\"\" block_size=\"128\" nr_blocks=\"64\" current_era=\"1\">\n</superblock>",
+    );
+    let restore = tool(
+        "era_restore",
+        &["-i", "IN", "-o", "OUT"],
+        Reads::Xml,
+        Writes::Metadata,
+    );
+    for (case, input, words) in [
+        (
+            "missing path",
+            s.path("no-such.xml"),
+            "Couldn't find input file",
+        ),
+        (
+            "thin metadata",
+            inputs.binary.clone(),
+            "holds binary thin metadata, not XML",
+        ),
+        (
+            "text file",
+            write(&s, "e-text", b"not xml at all\n"),
+            "text that is not XML",
+        ),
+    ] {
+        std::fs::File::create(&out)
+            .unwrap()
+            .set_len(8 << 20)
+            .unwrap();
+        let args = substitute(&restore, &input, &out, &input);
+        outcomes.push(row(
+            &restore,
+            case,
+            dmpd_tool(&restore),
+            &args,
+            &[&input, &out],
+            64,
+            &[words],
+        ));
+    }
+    let small = write(&s, "e-small", &[0u8; 4096]);
+    let image = write(&s, "e-good.bin", &[0u8; 8 << 20]);
+    let o = run(
+        "era_restore",
+        &[
+            "-i",
+            era_xml.to_str().unwrap(),
+            "-o",
+            image.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    for (t, input) in [(&restore, &era_xml), (&readers[3], &image)] {
+        for (case, output, words) in [
+            (
+                "output missing",
+                s.path("e-no-out"),
+                "Couldn't find output file",
+            ),
+            ("output too small", small.clone(), "too small"),
+            ("output is the input", input.clone(), "refusing to write"),
+        ] {
+            let args = substitute(t, input, &output, input);
+            outcomes.push(row(
+                t,
+                case,
+                dmpd_tool(t),
+                &args,
+                &[input, &output],
+                64,
+                &[words],
+            ));
+        }
+    }
+    // Read-only: an unprivileged user reads a healthy image it cannot write.
+    set_mode(&s.dir, 0o755);
+    set_mode(&image, 0o444);
+    for t in &readers[..3] {
+        let args: Vec<String> = substitute(t, &image, Path::new("/dev/null"), &image);
+        outcomes.push(row(
+            t,
+            "healthy era image, read-only, unprivileged user",
+            as_nobody(t),
+            &args,
+            &[&image],
+            0,
+            &[],
+        ));
+    }
+    report(&outcomes);
+}

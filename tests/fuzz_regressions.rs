@@ -45,4 +45,6 @@ fn the_seed_corpora_run_clean() {
         dmpd::testing::exercise_cache_xml,
     );
     assert!(n >= 3, "the cache XML seeds are missing");
+    replay("../corpus/era_image", dmpd::testing::exercise_era_image);
+    replay("../corpus/era_xml", dmpd::testing::exercise_era_xml);
 }

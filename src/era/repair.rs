@@ -17,7 +17,7 @@ use anyhow::{bail, Result};
 use crate::io::BlockSource;
 use crate::pdata::array::max_entries_for;
 use crate::pdata::array::view::ArrayView;
-use crate::pdata::bitset::{words_for, WORD_SIZE};
+use crate::pdata::bitset::{words_for, BITS_PER_ARRAY_BLOCK, WORD_SIZE};
 
 use super::dump::runs_from_words;
 use super::model::{EraModel, ModelWriteset};
@@ -65,6 +65,12 @@ pub fn salvage(src: &BlockSource) -> Result<Salvage> {
     let sb = &state.sb;
     let current = sb.current_era;
     warnings.extend(state.problems.iter().cloned());
+    if sb.data_block_size == 0 {
+        bail!(
+            "the superblock's data block size is 0 sectors: the era block size cannot be \
+             told; dump with era_dump --repair, set block_size, and era_restore"
+        );
+    }
     let capacity = src
         .nr_blocks()
         .saturating_mul(max_entries_for(ERA_ENTRY_SIZE) as u64);
@@ -85,6 +91,16 @@ pub fn salvage(src: &BlockSource) -> Result<Salvage> {
     for ws in &state.writesets {
         let name = ws.name();
         let mut nr_bits = ws.writeset.nr_bits as u64;
+        let most = src.nr_blocks().saturating_mul(BITS_PER_ARRAY_BLOCK);
+        if nr_bits > most {
+            warnings.push(format!(
+                "{name}: nr_bits {nr_bits} is more than a {}-block metadata device can hold; \
+                 taken as nr_blocks {}",
+                src.nr_blocks(),
+                sb.nr_blocks
+            ));
+            nr_bits = sb.nr_blocks as u64;
+        }
         let mut words = ArrayView::read(
             src,
             &name,
