@@ -775,6 +775,14 @@ fn thin_migrate_copies_a_live_thin_device() {
     out.assert_ok();
     let shas = thin::shas(&out);
     assert_eq!(shas["copy"], shas["device"]);
+    // --delta-id 1 brought the copy of snapshot 1 up to date, writing
+    // exactly the blocks changed since.
+    assert_eq!(shas["copy2"], shas["device2"], "--delta-id");
+    assert_eq!(
+        out.values("delta_bytes"),
+        out.values("delta_expected"),
+        "bytes a delta into an empty file wrote"
+    );
 }
 
 /// cache_writeback of a cache the kernel left dirty: the origin alone
