@@ -36,5 +36,8 @@ say "delta_bytes $(( $(stat -c %b /tmp/delta) * $(stat -c %B /tmp/delta) ))"
 # The 64 KiB blocks the writes after snapshot 1 touched (rnd's places).
 say "delta_expected $(awk 'BEGIN { srand(11); for (i = 0; i < 30; i++) c[int(int(rand() * 4096) / 16)] = 1
     c[64] = 1; c[65] = 1; for (x in c) k++; print k * 65536 }')"
+refused writable thin_migrate --source-dev /dev/mapper/t0 --dest-file /tmp/x
 run dmsetup message pool 0 release_metadata_snap
+refused nosnap thin_migrate --source-dev /dev/mapper/t0ro --dest-file /tmp/x
+refused notthin thin_migrate --source-dev /dev/mapper/pool --dest-file /tmp/x
 remove t0ro t0 pool
