@@ -9,7 +9,9 @@
 //!   work done on them (check, dump, restore, repair);
 //! - `commands`: one file per tool, its command line and a thin `run`.
 
+pub mod cache;
 pub mod commands;
+pub mod era;
 pub mod io;
 pub mod pdata;
 pub mod report;

@@ -104,12 +104,41 @@ fn thin_damaged() -> Image {
     image
 }
 
-const CHECKERS: &[Checker] = &[Checker {
-    tool: "thin_check",
-    flagged: thin_flagged,
-    needs_check: |image| image.superblock().needs_check(),
-    damaged: thin_damaged,
-}];
+/// The project's own cache metadata (format 2) with needs_check set.
+fn cache_flagged() -> Image {
+    let mut bytes = dmpd::testing::cache_image(2, 3000, 1024);
+    let mut sb = dmpd::cache::superblock::Superblock::parse(&bytes[..4096]);
+    sb.flags |= dmpd::cache::superblock::NEEDS_CHECK;
+    sb.write_fields(&mut bytes[..4096]);
+    dmpd::io::checksum::seal(&mut bytes[..4096], dmpd::io::BlockKind::CacheSuperblock);
+    Image::new(bytes)
+}
+
+/// Cache metadata with an origin block mapped by two cache blocks.
+fn cache_damaged() -> Image {
+    let mut image = dmpd::cache::damage::CacheImage::new(dmpd::testing::cache_image(2, 3000, 1024));
+    dmpd::cache::damage::Damage::OriginMappedTwice
+        .apply(&mut image)
+        .unwrap();
+    Image::new(image.bytes)
+}
+
+const CHECKERS: &[Checker] = &[
+    Checker {
+        tool: "thin_check",
+        flagged: thin_flagged,
+        needs_check: |image| image.superblock().needs_check(),
+        damaged: thin_damaged,
+    },
+    Checker {
+        tool: "cache_check",
+        flagged: cache_flagged,
+        needs_check: |image| {
+            dmpd::cache::superblock::Superblock::parse(image.block(0)).needs_check()
+        },
+        damaged: cache_damaged,
+    },
+];
 
 /// lvm.conf's default check options (tools.md §7).
 const LVM2_CHECK_OPTIONS: [&str; 2] = ["-q", "--clear-needs-check-flag"];
@@ -577,4 +606,88 @@ fn wyng_reads_the_changes_between_two_snapshots_from_thin_delta() {
         assert_eq!(changed, want_changed, "{a} -> {b}");
         assert_eq!(freed, want_freed, "{a} -> {b}");
     }
+}
+
+/// Cache XML of `n` cache blocks, every other one mapped, every fourth
+/// dirty, each with a hint.
+fn cache_xml(n: u32) -> String {
+    let mut xml = format!(
+        "<superblock uuid=\"\" block_size=\"64\" nr_cache_blocks=\"{n}\" policy=\"smq\" \
+         hint_width=\"4\">\n  <mappings>\n"
+    );
+    for c in (0..n).step_by(2) {
+        xml.push_str(&format!(
+            "    <mapping cache_block=\"{c}\" origin_block=\"{}\" dirty=\"{}\"/>\n",
+            7 * c,
+            c % 4 == 0
+        ));
+    }
+    xml.push_str("  </mappings>\n  <hints>\n");
+    for c in (0..n).step_by(2) {
+        xml.push_str(&format!(
+            "    <hint cache_block=\"{c}\" data=\"AQAAAA==\"/>\n"
+        ));
+    }
+    xml.push_str("  </hints>\n</superblock>");
+    xml
+}
+
+#[test]
+fn lvm2_cache_repair_writes_a_spare_that_the_activation_check_passes() {
+    let s = Scratch::new("callers-cache-repair");
+    let sbin = Sbin::new(&s);
+    let xml = s.path("cache.xml");
+    std::fs::write(&xml, cache_xml(4000)).unwrap();
+    let meta = metadata_file(&s, "cmeta", 4 << 20);
+    let o = sbin.run(
+        "cache_restore",
+        &["-i", xml.to_str().unwrap(), "-o", meta.to_str().unwrap()],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // Damage the second mapping array block (cache blocks 509..1017):
+    // its checksum no longer matches.
+    let mut bytes = std::fs::read(&meta).unwrap();
+    let block = (1..bytes.len() / 4096)
+        .filter(|&b| {
+            let blk = &bytes[b * 4096..(b + 1) * 4096];
+            // Full blocks of 8-byte values: mapping blocks (the dirty
+            // bitset's 63 words fill none).
+            dmpd::io::checksum::matches(blk, dmpd::io::BlockKind::Array)
+                && blk[12] == 8
+                && u32::from_le_bytes(blk[8..12].try_into().unwrap()) == 509
+        })
+        .nth(1)
+        .unwrap();
+    bytes[block * 4096 + 64] ^= 0x40;
+    std::fs::write(&meta, &bytes).unwrap();
+    let o = sbin.run("cache_check", &["-q", meta.to_str().unwrap()]);
+    assert_ne!(code(&o), 0, "the damage is not seen");
+    for (n, stray) in [None, Some("")].into_iter().enumerate() {
+        let spare = metadata_file(&s, &format!("spare{n}"), 4 << 20);
+        // `cache_repair <options...> -i <metadata> -o <spare>`.
+        let mut args: Vec<&str> = stray.into_iter().collect();
+        args.extend(["-i", meta.to_str().unwrap(), "-o", spare.to_str().unwrap()]);
+        let o = sbin.run("cache_repair", &args);
+        assert_eq!(code(&o), 0, "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("mappings are dropped"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(
+            std::fs::read(&meta).unwrap() == bytes,
+            "the input was written"
+        );
+        // lvm2 swaps the spare in and checks it at activation.
+        let o = sbin.run(
+            "cache_check",
+            &["-q", "--clear-needs-check-flag", spare.to_str().unwrap()],
+        );
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+    let o = sbin.run(
+        "cache_repair",
+        &["-i", meta.to_str().unwrap(), "-o", "/dev/null", "x", "y"],
+    );
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
 }

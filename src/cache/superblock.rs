@@ -277,7 +277,8 @@ pub fn clear_needs_check(path: &std::path::Path) -> anyhow::Result<bool> {
         if flags & NEEDS_CHECK == 0 {
             return false;
         }
-        block[FLAGS_OFFSET..FLAGS_OFFSET + 4].copy_from_slice(&(flags & !NEEDS_CHECK).to_le_bytes());
+        block[FLAGS_OFFSET..FLAGS_OFFSET + 4]
+            .copy_from_slice(&(flags & !NEEDS_CHECK).to_le_bytes());
         true
     })
 }

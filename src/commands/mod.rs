@@ -7,6 +7,19 @@ use std::path::Path;
 
 use clap::Parser;
 
+pub mod cache_check;
+pub mod cache_dump;
+pub mod cache_generate_damage;
+pub mod cache_metadata_size;
+pub mod cache_repair;
+pub mod cache_restore;
+pub mod cache_writeback;
+pub mod era_check;
+pub mod era_dump;
+pub mod era_generate_damage;
+pub mod era_invalidate;
+pub mod era_repair;
+pub mod era_restore;
 mod install;
 mod overwrite;
 pub mod thin_check;
@@ -99,6 +112,51 @@ macro_rules! tool {
 }
 
 pub const TOOLS: &[Tool] = &[
+    tool!(cache_check, Linked, "Validate dm-cache metadata"),
+    tool!(cache_dump, Linked, "Dump dm-cache metadata as XML"),
+    tool!(
+        cache_generate_damage,
+        Developer,
+        "Damage healthy cache metadata in one named way (developer tool)"
+    ),
+    tool!(
+        cache_metadata_size,
+        Linked,
+        "Estimate the metadata device a cache needs"
+    ),
+    tool!(
+        cache_repair,
+        Linked,
+        "Salvage damaged dm-cache metadata into a new device or file"
+    ),
+    tool!(
+        cache_restore,
+        Linked,
+        "Build binary cache metadata from XML"
+    ),
+    tool!(era_check, Linked, "Validate dm-era metadata"),
+    tool!(era_dump, Linked, "Dump dm-era metadata as XML"),
+    tool!(
+        era_generate_damage,
+        Developer,
+        "Damage healthy era metadata in one named way (developer tool)"
+    ),
+    tool!(
+        era_invalidate,
+        Linked,
+        "List the blocks of an era origin written since an era"
+    ),
+    tool!(
+        era_repair,
+        Unlinked,
+        "Salvage damaged dm-era metadata into a new device or file"
+    ),
+    tool!(era_restore, Linked, "Build binary dm-era metadata from XML"),
+    tool!(
+        cache_writeback,
+        Linked,
+        "Write a cache's dirty blocks back to the origin device, offline"
+    ),
     tool!(thin_check, Linked, "Validate thin-pool metadata"),
     tool!(
         thin_delta,

@@ -9,7 +9,7 @@ use crate::thin::metadata_size::metadata_bytes;
 
 /// A unit: its size in bytes, long name and short letter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Unit {
+pub(crate) struct Unit {
     bytes: u128,
     long: &'static str,
     short: &'static str,
@@ -77,7 +77,7 @@ const UNITS: &[(&[&str], Unit)] = &[
     ),
 ];
 
-fn parse_unit(s: &str) -> Result<Unit, String> {
+pub(crate) fn parse_unit(s: &str) -> Result<Unit, String> {
     UNITS
         .iter()
         .find(|(names, _)| names.contains(&s))
@@ -86,7 +86,7 @@ fn parse_unit(s: &str) -> Result<Unit, String> {
 }
 
 /// Digits and an optional unit (sectors when none), in bytes.
-fn parse_size(s: &str) -> Result<u128, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u128, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, suffix) = s.split_at(split);
     if digits.is_empty() {
@@ -108,7 +108,7 @@ fn parse_size(s: &str) -> Result<u128, String> {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Numeric {
+pub(crate) enum Numeric {
     Short,
     Long,
 }
@@ -184,13 +184,19 @@ fn answer(cli: &Cli) -> Result<String> {
         );
     }
     let bytes = metadata_bytes(cli.pool_size, block, cli.max_thins);
-    let value = format_value(bytes as f64 / cli.unit.bytes as f64);
-    Ok(match cli.numeric_only {
-        None => format!("{value} {}s", cli.unit.long),
+    Ok(render(bytes, cli.unit, cli.numeric_only))
+}
+
+/// The answer line of the size estimators: `bytes` in `unit`, in the
+/// form `-n` asks for (the cache estimator prints the same way).
+pub(crate) fn render(bytes: u128, unit: Unit, numeric: Option<Option<Numeric>>) -> String {
+    let value = format_value(bytes as f64 / unit.bytes as f64);
+    match numeric {
+        None => format!("{value} {}s", unit.long),
         Some(None) => value,
-        Some(Some(Numeric::Short)) => format!("{value}{}", cli.unit.short),
-        Some(Some(Numeric::Long)) => format!("{value}{}s", cli.unit.long),
-    })
+        Some(Some(Numeric::Short)) => format!("{value}{}", unit.short),
+        Some(Some(Numeric::Long)) => format!("{value}{}s", unit.long),
+    }
 }
 
 #[cfg(test)]

@@ -217,6 +217,82 @@ pub fn decimal(digits: &[u8]) -> Option<Option<u64>> {
     Some(n)
 }
 
+/// One piece of markup a reader of the suite's XML acts on: text and
+/// comments are passed over, and everything the formats do not use (an
+/// XML declaration, DOCTYPE, processing instructions, CDATA, entity
+/// references) is an error at its offset.
+pub enum Markup<'a> {
+    Start(BytesStart<'a>),
+    Empty(BytesStart<'a>),
+    End(quick_xml::events::BytesEnd<'a>),
+}
+
+/// The next piece of markup of a document held in memory and the byte
+/// offset where it starts; None at the end.
+pub fn next_markup<'a>(
+    reader: &mut quick_xml::Reader<&'a [u8]>,
+) -> XmlResult<Option<(Markup<'a>, u64)>> {
+    use quick_xml::events::Event;
+    loop {
+        let at = reader.buffer_position();
+        let event = match reader.read_event() {
+            Ok(e) => e,
+            Err(e) => return err(reader.error_position(), format!("parse error: {e}")),
+        };
+        let m = match event {
+            Event::Eof => return Ok(None),
+            Event::Text(_) | Event::Comment(_) => continue,
+            Event::Start(e) => Markup::Start(e),
+            Event::Empty(e) => Markup::Empty(e),
+            Event::End(e) => Markup::End(e),
+            Event::Decl(_) => return err(at, "unsupported element: XML declaration"),
+            Event::DocType(_) => return err(at, "unsupported element: DOCTYPE"),
+            Event::PI(_) => return err(at, "unsupported element: processing instruction"),
+            Event::CData(_) => return err(at, "unsupported element: CDATA section"),
+            Event::GeneralRef(_) => return err(at, "unsupported element: entity reference"),
+        };
+        return Ok(Some((m, at)));
+    }
+}
+
+/// Appends the decimal digits of `v` (writers format hundreds of
+/// millions of integers: no allocation, no formatting machinery).
+#[inline]
+pub fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Appends ` name="v"` for a number.
+#[inline]
+pub fn push_attr(out: &mut Vec<u8>, name: &str, v: u64) {
+    out.push(b' ');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"=\"");
+    push_u64(out, v);
+    out.push(b'"');
+}
+
+/// Appends ` name="text"` with the text escaped for an attribute value;
+/// bytes that are not UTF-8 are written as U+FFFD.
+pub fn push_text_attr(out: &mut Vec<u8>, name: &str, text: &[u8]) {
+    out.push(b' ');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"=\"");
+    let text = String::from_utf8_lossy(text);
+    out.extend_from_slice(quick_xml::escape::escape(&*text).as_bytes());
+    out.push(b'"');
+}
+
 /// Line and column (both from 1) of a byte offset in the file.
 pub fn locate(path: &Path, offset: u64) -> (u64, u64) {
     let Ok(file) = File::open(path) else {

@@ -197,7 +197,11 @@ pub fn walk_arrays(walker: &Walker<'_>, arrays: &[ArrayWalk<'_>]) -> Vec<ArrayOu
                 index_damage.drain(..).partition(|d| &d.tree == name);
             index_damage = rest;
             let mut damage = st.damage.into_inner().unwrap();
-            damage.extend(holes(&st.listed, st.nr_blocks, st.walk, &mine));
+            let mut missing = holes(&st.listed, st.nr_blocks, st.walk, &mine);
+            if !missing.is_empty() {
+                missing = listed_elsewhere(walker, st.walk, missing);
+            }
+            damage.extend(missing);
             damage.sort_by_key(|d| d.indices.start);
             ArrayOutcome {
                 index_damage: mine,
@@ -206,6 +210,45 @@ pub fn walk_arrays(walker: &Walker<'_>, arrays: &[ArrayWalk<'_>]) -> Vec<ArrayOu
             }
         })
         .collect()
+}
+
+/// Holes the walk saw only because an index leaf is shared with another
+/// array walked here (an era metadata snapshot's era array shares
+/// leaves with the live one): the walker hands each leaf to the first
+/// array that reaches it. The index itself, read again without counting,
+/// says which of those array blocks it does list; those are no holes.
+fn listed_elsewhere(
+    walker: &Walker<'_>,
+    walk: &ArrayWalk<'_>,
+    missing: Vec<ArrayDamage>,
+) -> Vec<ArrayDamage> {
+    let (pointers, _) = super::view::read_index(walker.source(), &walk.name, walk.root);
+    if pointers.is_empty() {
+        return missing;
+    }
+    let listed: std::collections::BTreeSet<u64> = pointers.iter().map(|p| p.0).collect();
+    let mut out: Vec<ArrayDamage> = Vec::new();
+    for hole in missing {
+        // The parts of the hole between the keys the index lists.
+        let mut start = hole.indices.start;
+        let ends = listed
+            .range(hole.indices.clone())
+            .copied()
+            .chain(std::iter::once(hole.indices.end));
+        for end in ends {
+            if start < end {
+                let first = entries_of(start, walk.value_size, walk.len);
+                let last = entries_of(end - 1, walk.value_size, walk.len);
+                out.push(ArrayDamage {
+                    indices: start..end,
+                    entries: first.start..last.end,
+                    ..hole.clone()
+                });
+            }
+            start = end + 1;
+        }
+    }
+    out
 }
 
 /// Runs of array block indices the index should list and does not,

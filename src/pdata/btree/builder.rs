@@ -42,6 +42,41 @@ impl<'a> MetadataWriter<'a> {
         }
     }
 
+    /// A writer for new metadata of `needed` blocks (as
+    /// `space_map::writer::blocks_needed` counts them) replacing whatever
+    /// the `nr_blocks` blocks behind `sink` hold. Where the transaction
+    /// there uses `keep` (`space_map::in_use`) and leaves room beside it,
+    /// no block of it is handed out and block 0 is left alone until
+    /// `commit`: a crash part way leaves the old transaction whole.
+    /// Otherwise block 0 is zeroed and flushed first, so a crash leaves no
+    /// valid superblock over half-written trees.
+    pub fn replacing(
+        sink: &'a mut dyn BlockSink,
+        nr_blocks: u64,
+        needed: u64,
+        keep: Option<roaring::RoaringTreemap>,
+    ) -> Result<MetadataWriter<'a>> {
+        let keep = keep.filter(|k| needed + k.range_cardinality(1..nr_blocks) <= nr_blocks);
+        Ok(match keep {
+            Some(k) => MetadataWriter::new(sink, 1, nr_blocks).avoiding(k),
+            None => {
+                sink.write_block(0, &[0u8; BLOCK_SIZE])?;
+                sink.flush()?;
+                MetadataWriter::new(sink, 1, nr_blocks)
+            }
+        })
+    }
+
+    /// The commit point: flushes every block written, then writes the
+    /// sealed `superblock` at block 0 and flushes again.
+    pub fn commit(&mut self, superblock: &[u8]) -> Result<()> {
+        self.sink.flush()?;
+        crate::report::phases::phase("restore: flushed");
+        self.sink.write_block(0, superblock)?;
+        self.sink.flush()?;
+        Ok(())
+    }
+
     /// Hands out no block of `avoid`.
     pub fn avoiding(mut self, avoid: roaring::RoaringTreemap) -> MetadataWriter<'a> {
         self.avoid = Some(avoid);

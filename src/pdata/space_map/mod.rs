@@ -4,6 +4,7 @@
 pub mod bitmap;
 pub mod check;
 pub mod disk;
+pub mod in_use;
 pub mod leak_repair;
 pub mod reconcile;
 pub mod root;

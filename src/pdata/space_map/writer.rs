@@ -9,7 +9,7 @@ use crate::pdata::refcount::RefCounter;
 
 use super::bitmap::{
     IndexEntry, BITMAP_HEADER_SIZE, ENTRIES_PER_BITMAP, INDEX_ENTRY_SIZE, INDEX_HEADER_SIZE,
-    MAX_METADATA_BITMAPS,
+    MAX_METADATA_BITMAPS, MAX_METADATA_BLOCKS,
 };
 use super::disk::REF_COUNT_VALUE_SIZE;
 use super::root::SpaceMapRoot;
@@ -160,6 +160,66 @@ pub fn write_metadata(w: &mut MetadataWriter, nr_blocks: u64) -> Result<SpaceMap
         bitmap_root: index_at,
         ref_count_root,
     })
+}
+
+/// Smallest binary-metadata output the tools accept, in blocks.
+pub const MIN_OUTPUT_BLOCKS: u64 = 10;
+
+/// Metadata blocks a writer uses on an output of `nr_blocks` blocks when
+/// everything but the metadata space map's bitmaps and index (its empty
+/// ref-count tree included) takes `fixed`: a bitmap per 16320 blocks of
+/// the output, and the index.
+pub fn blocks_needed(fixed: u64, nr_blocks: u64) -> u64 {
+    fixed + nr_blocks.div_ceil(ENTRIES_PER_BITMAP) + 1
+}
+
+/// The smallest output, in blocks, that metadata of `fixed` blocks (as
+/// for `blocks_needed`) fits on, and never less than the tools' floor of
+/// ten blocks.
+pub fn smallest_output(fixed: u64) -> u64 {
+    let mut n = MIN_OUTPUT_BLOCKS.max(fixed + 2);
+    while blocks_needed(fixed, n) > n {
+        n = blocks_needed(fixed, n);
+    }
+    n
+}
+
+/// The blocks metadata of `fixed` blocks may use of an output of `bytes`
+/// bytes named `output` (capped at what a space map addresses), or an
+/// error naming the output, its size and the smallest that would do.
+pub fn room(output: &str, bytes: u64, fixed: u64) -> Result<u64> {
+    let smallest = smallest_output(fixed);
+    let have = bytes / BLOCK_SIZE as u64;
+    if smallest > MAX_METADATA_BLOCKS {
+        bail!(
+            "out of metadata space: the metadata needs {}, more than the {} a metadata \
+             device can hold",
+            blocks_and_bytes(smallest),
+            blocks_and_bytes(MAX_METADATA_BLOCKS)
+        );
+    }
+    if have < smallest {
+        bail!(
+            "Output file too small (out of metadata space): {output} holds {} ({bytes} bytes); \
+             the metadata needs at least {}",
+            plural(have),
+            blocks_and_bytes(smallest)
+        );
+    }
+    Ok(have.min(MAX_METADATA_BLOCKS))
+}
+
+fn plural(blocks: u64) -> String {
+    if blocks == 1 {
+        "1 block".to_string()
+    } else {
+        format!("{blocks} blocks")
+    }
+}
+
+/// "38 blocks (155648 bytes)".
+fn blocks_and_bytes(blocks: u64) -> String {
+    format!("{} ({} bytes)", plural(blocks), blocks * BLOCK_SIZE as u64)
 }
 
 #[cfg(test)]

@@ -31,29 +31,8 @@ pub struct Header {
     pub nr_data_blocks: u64,
 }
 
-/// Appends the decimal digits of `v`.
-#[inline]
-pub fn push_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
-}
-
-fn attr(out: &mut Vec<u8>, name: &str, v: u64) {
-    out.push(b' ');
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"=\"");
-    push_u64(out, v);
-    out.push(b'"');
-}
+use crate::io::xml::push_attr as attr;
+pub use crate::io::xml::push_u64;
 
 impl Format {
     pub fn begin(self, h: &Header, out: &mut Vec<u8>) {

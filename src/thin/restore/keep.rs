@@ -11,9 +11,7 @@ use roaring::RoaringTreemap;
 
 use crate::io::source::{BlockSource, OpenOptions};
 use crate::io::BlockKind;
-use crate::pdata::space_map::bitmap::{
-    self, metadata_index_entry, ENTRIES_PER_BITMAP, MAX_METADATA_BITMAPS,
-};
+use crate::pdata::space_map::in_use::metadata_blocks_in_use;
 use crate::thin::superblock::{Superblock, THIN_MAGIC};
 
 /// The metadata blocks the transaction now on `output` uses, as its
@@ -30,23 +28,5 @@ pub fn blocks_in_use(output: &Path) -> Option<RoaringTreemap> {
     if sb.magic != THIN_MAGIC {
         return None;
     }
-    let root = sb.metadata_sm_root;
-    let nr_bitmaps = root.nr_blocks.div_ceil(ENTRIES_PER_BITMAP) as usize;
-    if nr_bitmaps == 0 || nr_bitmaps > MAX_METADATA_BITMAPS {
-        return None;
-    }
-    let index = src.checked(root.bitmap_root, BlockKind::Index).ok()?;
-    let mut used = RoaringTreemap::new();
-    used.insert(0);
-    for i in 0..nr_bitmaps {
-        let entry = metadata_index_entry(index, i);
-        let map = src.checked(entry.blocknr, BlockKind::Bitmap).ok()?;
-        let first = i as u64 * ENTRIES_PER_BITMAP;
-        for j in 0..ENTRIES_PER_BITMAP.min(root.nr_blocks - first) {
-            if bitmap::entry(map, j) != 0 {
-                used.insert(first + j);
-            }
-        }
-    }
-    Some(used)
+    metadata_blocks_in_use(&src, &sb.metadata_sm_root)
 }

@@ -19,7 +19,7 @@ pub mod xml;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use roaring::RoaringTreemap;
 
 use crate::io::sink::BlockSink;
@@ -99,60 +99,25 @@ impl Plan {
 
     /// Metadata blocks needed on an output of `nr_blocks` blocks.
     pub fn blocks_needed(&self, nr_blocks: u64) -> u64 {
-        self.blocks_before_space_map + nr_blocks.div_ceil(ENTRIES_PER_BITMAP) + 1
+        writer::blocks_needed(self.blocks_before_space_map, nr_blocks)
     }
 
     /// The smallest output, in blocks, the metadata fits on (its space map
     /// grows with the output, a bitmap per 16320 blocks), and never less
     /// than the tools' floor of ten blocks.
     pub fn smallest_output(&self) -> u64 {
-        let mut n = MIN_OUTPUT_BLOCKS.max(self.blocks_before_space_map + 2);
-        while self.blocks_needed(n) > n {
-            n = self.blocks_needed(n);
-        }
-        n
+        writer::smallest_output(self.blocks_before_space_map)
     }
 
     /// The blocks the metadata may use of an output of `bytes` bytes, or
     /// an error naming the output, its size and the smallest that would do.
     pub fn room(&self, output: &str, bytes: u64) -> Result<u64> {
-        let smallest = self.smallest_output();
-        let have = bytes / BLOCK_SIZE as u64;
-        if smallest > MAX_METADATA_BLOCKS {
-            bail!(
-                "out of metadata space: the metadata needs {}, more than the {} a metadata \
-                 device can hold",
-                blocks_and_bytes(smallest),
-                blocks_and_bytes(MAX_METADATA_BLOCKS)
-            );
-        }
-        if have < smallest {
-            bail!(
-                "Output file too small (out of metadata space): {output} holds {} ({bytes} bytes); \
-                 the metadata needs at least {}",
-                plural(have),
-                blocks_and_bytes(smallest)
-            );
-        }
-        Ok(have.min(MAX_METADATA_BLOCKS))
+        writer::room(output, bytes, self.blocks_before_space_map)
     }
 }
 
 /// Smallest binary-metadata output the tools accept, in blocks.
-pub const MIN_OUTPUT_BLOCKS: u64 = 10;
-
-fn plural(blocks: u64) -> String {
-    if blocks == 1 {
-        "1 block".to_string()
-    } else {
-        format!("{blocks} blocks")
-    }
-}
-
-/// "38 blocks (155648 bytes)".
-fn blocks_and_bytes(blocks: u64) -> String {
-    format!("{} ({} bytes)", plural(blocks), blocks * BLOCK_SIZE as u64)
-}
+pub use writer::MIN_OUTPUT_BLOCKS;
 
 fn located(path: &Path, e: XmlError) -> anyhow::Error {
     let (line, col) = xml::locate(path, e.offset);
@@ -533,18 +498,7 @@ pub fn build_items_keeping(
     keep: Option<RoaringTreemap>,
 ) -> Result<Superblock> {
     let nr_blocks = nr_blocks.min(MAX_METADATA_BLOCKS);
-    let keep = keep.filter(|k| {
-        let kept_below = k.range_cardinality(1..nr_blocks);
-        plan.blocks_needed(nr_blocks) + kept_below <= nr_blocks
-    });
-    let mut w = match keep {
-        Some(k) => MetadataWriter::new(sink, 1, nr_blocks).avoiding(k),
-        None => {
-            sink.write_block(0, &[0u8; BLOCK_SIZE])?;
-            sink.flush()?;
-            MetadataWriter::new(sink, 1, nr_blocks)
-        }
-    };
+    let mut w = MetadataWriter::replacing(sink, nr_blocks, plan.blocks_needed(nr_blocks), keep)?;
     let data_refs = RefCounter::new(plan.nr_data_blocks);
     let mut b = Builder {
         plan,
@@ -611,11 +565,7 @@ pub fn build_items_keeping(
     sb.metadata_sm_root = metadata_sm;
     sb.mapping_root = mapping_root;
     sb.details_root = details_root;
-    let sink = w.sink();
-    sink.flush()?;
-    phases::phase("restore: flushed");
-    sink.write_block(0, &sb.to_block())?;
-    sink.flush()?;
+    w.commit(&sb.to_block())?;
     Ok(sb)
 }
 

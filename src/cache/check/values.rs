@@ -1,0 +1,255 @@
+//! The values of the mapping array and of the bitsets, checked while the
+//! array walk hands over each sound array block, and afterwards against
+//! each other: origin blocks mapped twice, dirty bits of unmapped blocks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use crate::io::BlockSource;
+use crate::pdata::array::walk::{ArrayVisitor, ArrayWalk};
+use crate::pdata::array::{max_entries_for, ArrayBlockView};
+use crate::pdata::bitset::{words_for, BitsetCollector, BITS_PER_ARRAY_BLOCK, WORD_SIZE};
+use crate::pdata::btree::walk::AtomicBitSet;
+use crate::report::findings::{Finding, Location};
+
+use crate::cache::mapping::{Mapping, MappingError, MAPPING_SIZE};
+use crate::cache::read::{DIRTY_BITSET, MAPPING_ARRAY};
+
+const PER_BLOCK: u64 = max_entries_for(MAPPING_SIZE) as u64;
+
+/// A slot per array block index recording the metadata block it was
+/// read from (0: not read; block 0 is the superblock).
+struct BlockOf(Vec<AtomicU64>);
+
+impl BlockOf {
+    fn new(nr: u64, cap: u64) -> BlockOf {
+        BlockOf((0..nr.min(cap)).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    fn set(&self, index: u64, block: u64) {
+        if let Some(s) = self.0.get(index as usize) {
+            s.store(block, Ordering::Relaxed);
+        }
+    }
+
+    fn get(&self, index: u64) -> Option<u64> {
+        let b = self.0.get(index as usize)?.load(Ordering::Relaxed);
+        (b != 0).then_some(b)
+    }
+}
+
+/// A bitset collector that also remembers where each array block was.
+pub struct LocatedBits {
+    pub bits: BitsetCollector,
+    blocks: BlockOf,
+}
+
+impl LocatedBits {
+    pub fn new(bits: BitsetCollector, src: &BlockSource) -> LocatedBits {
+        let nr = words_for(bits.nr_bits()).div_ceil(max_entries_for(WORD_SIZE) as u64);
+        LocatedBits {
+            bits,
+            blocks: BlockOf::new(nr, src.nr_blocks() + 1),
+        }
+    }
+
+    /// The array walk that checks the bitset at `root` into this.
+    pub fn walk<'v>(&'v self, name: &str, root: u64) -> ArrayWalk<'v> {
+        ArrayWalk {
+            name: name.to_string(),
+            root,
+            value_size: WORD_SIZE,
+            len: words_for(self.bits.nr_bits()),
+            visitor: self,
+        }
+    }
+
+    /// The metadata block holding bit `i`'s word, if it was read.
+    pub fn block_of_bit(&self, i: u64) -> Option<u64> {
+        self.blocks.get(i / BITS_PER_ARRAY_BLOCK)
+    }
+}
+
+impl ArrayVisitor for LocatedBits {
+    fn visit(&self, index: u64, block: ArrayBlockView<'_>) -> Result<(), String> {
+        self.blocks.set(index, block.blocknr());
+        self.bits.visit(index, block)
+    }
+}
+
+/// Checks each mapping on its own as its block arrives, and gathers what
+/// the checks across the array need.
+pub struct MappingChecker {
+    version: u32,
+    origin_blocks: Option<u64>,
+    cache_blocks: u64,
+    /// Cache blocks with the VALID flag.
+    valid: AtomicBitSet,
+    blocks: BlockOf,
+    /// (origin, cache block) of every valid mapping.
+    origins: Mutex<Vec<(u64, u32)>>,
+    problems: Mutex<Vec<(u64, MappingError)>>,
+}
+
+impl MappingChecker {
+    pub fn new(
+        src: &BlockSource,
+        version: u32,
+        cache_blocks: u64,
+        origin_blocks: Option<u64>,
+    ) -> MappingChecker {
+        // No more cache blocks can be read than the device's blocks hold.
+        let cap = (src.nr_blocks() + 1).saturating_mul(PER_BLOCK);
+        let nr_array_blocks = cache_blocks.div_ceil(PER_BLOCK);
+        MappingChecker {
+            version,
+            origin_blocks,
+            cache_blocks,
+            valid: AtomicBitSet::new(cache_blocks.min(cap)),
+            blocks: BlockOf::new(nr_array_blocks, src.nr_blocks() + 1),
+            origins: Mutex::new(Vec::new()),
+            problems: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// "cache block 5 (array block 0 at block 12)"
+    fn place(&self, c: u64) -> String {
+        let k = c / PER_BLOCK;
+        match self.blocks.get(k) {
+            Some(b) => format!("cache block {c} (array block {k} at block {b})"),
+            None => format!("cache block {c} (array block {k})"),
+        }
+    }
+
+    fn located(&self, tree: &str, c: u64, block: Option<u64>) -> Location {
+        Location {
+            tree: Some(tree.to_string()),
+            block,
+            keys: Some(format!("[{c}..{}]", c + 1)),
+            ..Default::default()
+        }
+    }
+
+    /// The findings across the array, sorted by cache block: value
+    /// problems, origins mapped twice and (format 2) dirty bits of
+    /// unmapped blocks. At most `max` are returned; the count of the
+    /// rest comes with them.
+    pub fn finish(&self, dirty: Option<&LocatedBits>, max: usize) -> (Vec<Finding>, u64) {
+        let mut out: Vec<(u64, Finding)> = Vec::new();
+        let mut problems = std::mem::take(&mut *self.problems.lock().unwrap());
+        problems.sort_by_key(|p| p.0);
+        for (c, e) in problems {
+            let k = c / PER_BLOCK;
+            out.push((
+                c,
+                Finding::fatal(
+                    "mapping_value",
+                    format!("{MAPPING_ARRAY}: {}: {e}", self.place(c)),
+                )
+                .at(self.located(MAPPING_ARRAY, c, self.blocks.get(k))),
+            ));
+        }
+
+        let mut origins = std::mem::take(&mut *self.origins.lock().unwrap());
+        origins.par_sort_unstable();
+        let mut i = 0;
+        while i < origins.len() {
+            let (o, first) = origins[i];
+            let mut j = i + 1;
+            while j < origins.len() && origins[j].0 == o {
+                let c = origins[j].1 as u64;
+                out.push((
+                    c,
+                    Finding::fatal(
+                        "origin_mapped_twice",
+                        format!(
+                            "{MAPPING_ARRAY}: origin block {o} is mapped by {} and by {}",
+                            self.place(first as u64),
+                            self.place(c)
+                        ),
+                    )
+                    .at(self.located(
+                        MAPPING_ARRAY,
+                        c,
+                        self.blocks.get(c / PER_BLOCK),
+                    )),
+                ));
+                j += 1;
+            }
+            i = j;
+        }
+
+        if let Some(d) = dirty {
+            let words = d.bits.bits().nr_words().min(self.valid.nr_words());
+            for w in 0..words {
+                let stray = d.bits.bits().word(w) & !self.valid.word(w);
+                if stray == 0 {
+                    continue;
+                }
+                let mut bits = stray;
+                while bits != 0 {
+                    let c = w * 64 + bits.trailing_zeros() as u64;
+                    bits &= bits - 1;
+                    // Only where the mapping was read: an unreadable
+                    // mapping block is reported already.
+                    if c >= self.cache_blocks || self.blocks.get(c / PER_BLOCK).is_none() {
+                        continue;
+                    }
+                    let at = d.block_of_bit(c);
+                    let where_ = match at {
+                        Some(b) => format!(
+                            " (bitset array block {} at block {b})",
+                            c / BITS_PER_ARRAY_BLOCK
+                        ),
+                        None => String::new(),
+                    };
+                    out.push((
+                        c,
+                        Finding::fatal(
+                            "dirty_unmapped",
+                            format!(
+                                "{DIRTY_BITSET}: cache block {c} is dirty but not mapped{where_}"
+                            ),
+                        )
+                        .at(self.located(DIRTY_BITSET, c, at)),
+                    ));
+                }
+            }
+        }
+        out.sort_by_key(|(c, _)| *c);
+        let unlisted = out.len().saturating_sub(max) as u64;
+        out.truncate(max);
+        (out.into_iter().map(|(_, f)| f).collect(), unlisted)
+    }
+}
+
+impl ArrayVisitor for MappingChecker {
+    fn visit(&self, index: u64, block: ArrayBlockView<'_>) -> Result<(), String> {
+        self.blocks.set(index, block.blocknr());
+        let first = index * PER_BLOCK;
+        let mut origins = Vec::new();
+        let mut problems = Vec::new();
+        for (i, v) in block.values_u64().enumerate() {
+            let c = first + i as u64;
+            let m = Mapping::unpack(v);
+            if let Some(e) = m.problem(self.version, self.origin_blocks) {
+                problems.push((c, e));
+            }
+            if m.is_valid() {
+                if c < self.valid.nr_words() * 64 {
+                    self.valid.insert(c);
+                }
+                origins.push((m.origin, c as u32));
+            }
+        }
+        if !origins.is_empty() {
+            self.origins.lock().unwrap().extend(origins);
+        }
+        if !problems.is_empty() {
+            self.problems.lock().unwrap().extend(problems);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,300 @@
+//! cache_dump's engine: cache metadata as XML items, in the order and
+//! form the reference's cache_dump writes them (one `<mapping>` per valid
+//! cache block, ascending, then one `<hint>` per valid cache block with a
+//! readable hint; discards are never dumped).
+//!
+//! The same items feed cache_repair's restore ([`MetadataItems`] is a
+//! restore `ItemSource`), so `cache_dump --repair` and `cache_repair` salvage
+//! exactly the same. In repair mode damage costs only the entries it
+//! covers: an unreadable mapping block its cache blocks, an unreadable
+//! hint block only those hints, an unreadable dirty word only those bits
+//! (taken as dirty, the safe side); a mapping whose origin block is
+//! already mapped by an earlier cache block, and entries with flags the
+//! format does not have, are dropped with a warning.
+
+use std::io::Write;
+
+use anyhow::{bail, Context, Result};
+use roaring::{RoaringBitmap, RoaringTreemap};
+
+use crate::io::BlockSource;
+
+use super::mapping::{DIRTY, VALID};
+use super::read::{CacheMetadata, Entry, ReadOptions, Structure};
+use super::restore::ItemSource;
+use super::xml::{Hint, Item, Mapping, SuperblockAttrs, XmlResult, XmlWriter, MAX_HINT_BYTES};
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DumpOptions {
+    /// Salvage what is readable instead of failing on damage.
+    pub repair: bool,
+}
+
+/// Opens the metadata for dumping: without `repair`, damage in the
+/// mappings, hints or dirty bits is an error naming it.
+pub fn open<'a>(src: &'a BlockSource, opts: &DumpOptions) -> Result<CacheMetadata<'a>> {
+    let md = CacheMetadata::read(
+        src,
+        &ReadOptions {
+            hints: true,
+            discards: false,
+        },
+    )
+    .map_err(|e| {
+        let what = crate::io::input::what_it_holds(src.head(crate::io::BLOCK_SIZE), "cache")
+            .map(|w| format!("; {w}"))
+            .unwrap_or_default();
+        anyhow::anyhow!(
+            "cannot read the cache metadata in '{}': {e}{what}",
+            src.path().display()
+        )
+    })?;
+    let truncated = crate::io::input::truncation(src, md.sb.metadata_sm_root.nr_blocks);
+    if !opts.repair {
+        let damage: Vec<_> = md
+            .damage()
+            .into_iter()
+            .filter(|d| d.structure != Structure::Discards)
+            .collect();
+        if let Some(t) = &truncated {
+            if !damage.is_empty() {
+                bail!("{t}; {} of its structures cannot be read", damage.len());
+            }
+        }
+        if let Some(first) = damage.first() {
+            let more = match damage.len() {
+                1 => String::new(),
+                2 => " (and 1 more problem)".to_string(),
+                n => format!(" (and {} more problems)", n - 1),
+            };
+            bail!(
+                "'{}': {first}{more}; cache_dump --repair (or cache_repair) salvages everything \
+                 else",
+                src.path().display()
+            );
+        }
+    }
+    if opts.repair {
+        // Nothing of the mappings readable: an empty cache would pass for
+        // one without dirty data, and its origin would be read stale.
+        let nr = md.cache_blocks();
+        let all_lost = nr > 0
+            && md.damage().iter().any(|d| {
+                d.structure == Structure::Mappings && d.lost.start == 0 && d.lost.end >= nr
+            });
+        if all_lost {
+            let why = truncated.unwrap_or_else(|| "its mapping array cannot be read".into());
+            bail!(
+                "nothing could be salvaged from '{}': {why}",
+                src.path().display()
+            );
+        }
+    }
+    Ok(md)
+}
+
+/// What repair mode could not keep, in words (one line each).
+pub fn losses(md: &CacheMetadata) -> Vec<String> {
+    md.damage()
+        .into_iter()
+        .filter(|d| d.structure != Structure::Discards)
+        .map(|d| {
+            let cost = match d.structure {
+                Structure::Mappings => "their mappings are dropped",
+                Structure::Hints => "their hints are written as zero",
+                Structure::Dirty => "they are taken as dirty",
+                Structure::Discards => "",
+            };
+            format!("{d}: {cost}")
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Superblock,
+    BeginMappings,
+    Mappings,
+    BeginHints,
+    Hints,
+    End,
+    Done,
+}
+
+/// The XML items of cache metadata, produced as they are read.
+pub struct MetadataItems<'m, 'a> {
+    md: &'m CacheMetadata<'a>,
+    repair: bool,
+    stage: Stage,
+    iter: Option<Box<dyn Iterator<Item = Entry<'a>> + 'm>>,
+    /// Origins mapped so far (repair: a second mapping of one is dropped).
+    origins: RoaringTreemap,
+    /// Cache blocks whose mapping was dropped (their hints go too).
+    dropped: RoaringBitmap,
+    /// Why entries were dropped, for the caller to print.
+    pub warnings: Vec<String>,
+    at: u64,
+}
+
+impl<'m, 'a> MetadataItems<'m, 'a> {
+    pub fn new(md: &'m CacheMetadata<'a>, opts: &DumpOptions) -> Self {
+        MetadataItems {
+            md,
+            repair: opts.repair,
+            stage: Stage::Superblock,
+            iter: None,
+            origins: RoaringTreemap::new(),
+            dropped: RoaringBitmap::new(),
+            warnings: Vec::new(),
+            at: 0,
+        }
+    }
+
+    pub fn superblock_attrs(md: &CacheMetadata) -> SuperblockAttrs {
+        SuperblockAttrs {
+            uuid: String::new(),
+            block_size: md.sb.data_block_size,
+            nr_cache_blocks: md.sb.cache_blocks,
+            policy: md.sb.policy().to_vec(),
+            hint_width: md.sb.policy_hint_size,
+        }
+    }
+
+    /// The mapping item of `e`, or None where repair drops it.
+    fn mapping(&mut self, e: &Entry) -> Option<Item> {
+        let m = &e.mapping;
+        let cblock = e.cblock as u32;
+        if self.repair {
+            let allowed = if self.md.version() == 1 {
+                VALID | DIRTY
+            } else {
+                VALID
+            };
+            if m.flags & !allowed != 0 {
+                self.warnings.push(format!(
+                    "cache block {cblock}: mapping flags {:#x} are not format {}'s: the \
+                     mapping is dropped",
+                    m.flags,
+                    self.md.version()
+                ));
+                self.dropped.insert(cblock);
+                return None;
+            }
+            if !self.origins.insert(m.origin) {
+                self.warnings.push(format!(
+                    "cache block {cblock}: origin block {} is mapped by an earlier cache block: \
+                     this mapping is dropped",
+                    m.origin
+                ));
+                self.dropped.insert(cblock);
+                return None;
+            }
+        }
+        Some(Item::Mapping(Mapping {
+            cache_block: cblock,
+            origin_block: m.origin,
+            // An unreadable dirty bit (repair only) is taken as dirty.
+            dirty: e.dirty.unwrap_or(true),
+        }))
+    }
+
+    fn hint(&self, e: &Entry) -> Option<Item> {
+        let data = e.hint?;
+        if self.dropped.contains(e.cblock as u32) || data.len() > MAX_HINT_BYTES {
+            return None;
+        }
+        let mut bytes = [0u8; MAX_HINT_BYTES];
+        bytes[..data.len()].copy_from_slice(data);
+        Some(Item::Hint(Hint {
+            cache_block: e.cblock as u32,
+            len: data.len(),
+            bytes,
+        }))
+    }
+
+    fn next(&mut self) -> Option<Item> {
+        loop {
+            match self.stage {
+                Stage::Superblock => {
+                    self.stage = Stage::BeginMappings;
+                    return Some(Item::Superblock(Self::superblock_attrs(self.md)));
+                }
+                Stage::BeginMappings => {
+                    self.stage = Stage::Mappings;
+                    self.iter = Some(Box::new(self.md.mapped()));
+                    return Some(Item::Mappings);
+                }
+                Stage::Mappings => match self.iter.as_mut().and_then(|i| i.next()) {
+                    Some(e) => {
+                        if let Some(item) = self.mapping(&e) {
+                            return Some(item);
+                        }
+                    }
+                    None => {
+                        self.stage = Stage::BeginHints;
+                        return Some(Item::EndMappings);
+                    }
+                },
+                Stage::BeginHints => {
+                    self.stage = Stage::Hints;
+                    self.iter = match self.md.hints {
+                        Some(_) => Some(Box::new(self.md.mapped())),
+                        None => None,
+                    };
+                    return Some(Item::Hints);
+                }
+                Stage::Hints => match self.iter.as_mut().and_then(|i| i.next()) {
+                    Some(e) => {
+                        if let Some(item) = self.hint(&e) {
+                            return Some(item);
+                        }
+                    }
+                    None => {
+                        self.iter = None;
+                        self.stage = Stage::End;
+                        return Some(Item::EndHints);
+                    }
+                },
+                Stage::End => {
+                    self.stage = Stage::Done;
+                    return Some(Item::EndSuperblock);
+                }
+                Stage::Done => return None,
+            }
+        }
+    }
+}
+
+impl ItemSource for MetadataItems<'_, '_> {
+    fn next_item(&mut self) -> XmlResult<Option<(Item, u64)>> {
+        self.at += 1;
+        Ok(self.next().map(|i| (i, self.at - 1)))
+    }
+}
+
+/// Writes the metadata in `src` as XML to `out`; warnings of repair
+/// mode go to `warn`.
+pub fn dump(
+    src: &BlockSource,
+    opts: &DumpOptions,
+    out: &mut dyn Write,
+    warn: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let md = open(src, opts)?;
+    if opts.repair {
+        for l in losses(&md) {
+            warn(&l);
+        }
+    }
+    let mut items = MetadataItems::new(&md, opts);
+    let mut w = XmlWriter::new(out);
+    while let Some((item, _)) = items.next_item().map_err(|e| anyhow::anyhow!(e.message))? {
+        w.item(&item).context("output error")?;
+    }
+    for l in &items.warnings {
+        warn(l);
+    }
+    let out = w.finish().context("output error")?;
+    out.flush().context("output error")?;
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! cache_dump: write dm-cache metadata as XML.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{ArgAction, Parser};
+
+use crate::cache::dump::{dump, DumpOptions};
+use crate::io::input::{check_binary, check_path};
+use crate::io::output::ReplacingOutput;
+use crate::io::source::{BlockSource, OpenOptions};
+
+/// Dump dm-cache metadata as XML
+#[derive(Parser, Debug)]
+#[command(name = "cache_dump", disable_version_flag = true)]
+pub(crate) struct Cli {
+    /// Metadata device or file (may be gzip-compressed)
+    #[arg(value_name = "INPUT")]
+    input: PathBuf,
+
+    /// Write to this file instead of standard output
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+
+    /// Salvage what can be read from damaged metadata (what is lost is
+    /// said on standard error)
+    #[arg(short, long)]
+    repair: bool,
+
+    /// Print the version
+    #[arg(short = 'V', long = "version", action = ArgAction::SetTrue, exclusive = true)]
+    version: bool,
+
+    #[arg(long, hide = true, value_name = "ENGINE")]
+    io_engine: Option<String>,
+}
+
+pub fn run(args: Vec<OsString>) -> i32 {
+    let cli = match super::parse::<Cli>(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    super::finish(run_cli(cli), false)
+}
+
+fn run_cli(cli: Cli) -> Result<()> {
+    check_path(&cli.input)?;
+    let src = BlockSource::open(&cli.input, OpenOptions { exclusive: true })?;
+    check_binary(&src, false)?;
+    let opts = DumpOptions { repair: cli.repair };
+    let mut warn = |w: &str| eprintln!("{w}");
+    match &cli.output {
+        Some(path) => {
+            // A dump that fails part way leaves an earlier file as it was.
+            let file = ReplacingOutput::create(path, &[&cli.input]).context("output error")?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            dump(&src, &opts, &mut out, &mut warn)?;
+            let file = out
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .context("output error")?;
+            file.commit().context("output error")?;
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            dump(&src, &opts, &mut out, &mut warn)?;
+            out.flush().context("output error")?;
+        }
+    }
+    Ok(())
+}
