@@ -775,6 +775,26 @@ fn thin_migrate_copies_a_live_thin_device() {
     out.assert_ok();
     let shas = thin::shas(&out);
     assert_eq!(shas["copy"], shas["device"]);
+    // --delta-id 1 brought the copy of snapshot 1 up to date, writing
+    // exactly the blocks changed since.
+    assert_eq!(shas["copy2"], shas["device2"], "--delta-id");
+    let written = out.values("delta_bytes");
+    assert_eq!(written.len(), 1, "delta_bytes");
+    assert_eq!(
+        written,
+        out.values("delta_expected"),
+        "bytes a delta into an empty file wrote"
+    );
+    // Refused: a writable source, a pool without a metadata snapshot, a
+    // device that is not a thin device.
+    let refused = out.values("refused").join("\n");
+    for words in [
+        "writable '/dev/mapper/t0' is not read-only",
+        "nosnap no current metadata snap",
+        "notthin '/dev/mapper/pool' has an unexpected table type",
+    ] {
+        assert!(refused.contains(words), "{words:?} in:\n{refused}");
+    }
 }
 
 /// cache_writeback of a cache the kernel left dirty: the origin alone
