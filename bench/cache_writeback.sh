@@ -44,8 +44,10 @@ time_it() {
     for i in $(seq 0 "$runs"); do
         cp "$dir/meta.orig" "$dir/meta"
         sync
+        /usr/bin/time -o "$dir/time" -f "%e %U %S" "$@" >/dev/null 2>"$dir/stderr" ||
+            { echo "$name failed: $(cat "$dir/stderr")" >&2; exit 1; }
         local t
-        t=$( { /usr/bin/time -f "%e %U %S" "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1)
+        t=$(tail -1 "$dir/time")
         [ "$i" = 0 ] && continue
         walls+=("$(echo "$t" | awk '{print $1}')")
         cpus+=("$(echo "$t" | awk '{printf "%.2f", $2 + $3}')")
