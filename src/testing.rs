@@ -125,8 +125,238 @@ pub fn exercise_xml(data: &[u8]) {
         .expect("a validated document builds");
 }
 
+/// The cache XML reader: validated in both formats and, where small
+/// enough, restored in memory, read back and dumped; the dump must
+/// restore and dump again to the same text.
+pub fn exercise_cache_xml(data: &[u8]) {
+    use crate::cache::dump::{DumpOptions, MetadataItems};
+    use crate::cache::read::CacheMetadata;
+    use crate::cache::restore::{restore_bytes, validate_reader, ItemSource, RestoreOptions};
+    use crate::cache::xml::XmlWriter;
+    const MAX_BLOCKS: u64 = 256;
+    let dump_of = |image: &[u8]| -> Vec<u8> {
+        let src = BlockSource::from_bytes(image, Path::new("fuzz")).expect("an image");
+        let md = CacheMetadata::read(&src, &Default::default()).expect("restored metadata reads");
+        assert!(
+            md.is_intact(),
+            "restored metadata is damaged: {:?}",
+            md.damage()
+        );
+        let mut items = MetadataItems::new(&md, &DumpOptions::default());
+        let mut w = XmlWriter::new(Vec::new());
+        while let Some((item, _)) = items.next_item().expect("items of metadata") {
+            w.item(&item).unwrap();
+        }
+        w.finish().unwrap()
+    };
+    for version in [1, 2] {
+        let Ok(plan) = validate_reader(data, version) else {
+            continue;
+        };
+        if plan.fixed_blocks() + 2 > MAX_BLOCKS {
+            continue;
+        }
+        let opts = RestoreOptions {
+            metadata_version: version,
+            clean_shutdown: true,
+        };
+        let restore = |xml: &[u8]| -> Vec<u8> {
+            let mut image = vec![0u8; MAX_BLOCKS as usize * BLOCK_SIZE];
+            let mut sink = MemorySink {
+                image: &mut image,
+                limit: None,
+                writes: 0,
+            };
+            restore_bytes(xml, &opts, &mut sink, MAX_BLOCKS).expect("a validated document builds");
+            image
+        };
+        let first = dump_of(&restore(data));
+        let second = dump_of(&restore(&first));
+        assert!(first == second, "dump, restore, dump differs");
+    }
+}
+
 /// The pack reader.
 pub fn exercise_pack(data: &[u8]) {
     let _ = pack::read_header(data);
     let _ = pack::unpack_each(data, |_, _| Ok(()));
+}
+
+/// Healthy cache metadata of format `version` and `cache_blocks` blocks
+/// in an image of `nr_blocks` blocks, written with the library's array,
+/// bitset and space-map writers: every third cache block c maps origin
+/// block 7c + 2, every sixth is dirty, hints are c % 64 for mapped
+/// blocks, discard bits 8..16 of 64 are set, clean shutdown. For tests
+/// and fuzz seeds that need no ../shared.
+pub fn cache_image(version: u32, cache_blocks: u64, nr_blocks: u64) -> Vec<u8> {
+    cache_image_with(version, cache_blocks, nr_blocks, 3, true)
+}
+
+/// As `cache_image`, with every `every`-th cache block mapped (every
+/// second of those dirty) and, without `hints`, no hint array: a sparse
+/// cache of any size (33,000,000 blocks take a 3-level mapping index).
+pub fn cache_image_with(
+    version: u32,
+    cache_blocks: u64,
+    nr_blocks: u64,
+    every: u64,
+    hints: bool,
+) -> Vec<u8> {
+    use crate::cache::mapping::{Mapping, DIRTY, VALID};
+    use crate::cache::superblock::{Superblock as CacheSuperblock, CLEAN_SHUTDOWN};
+    use crate::pdata::array::builder::ArrayBuilder;
+    use crate::pdata::bitset::builder::BitsetBuilder;
+    use crate::pdata::btree::builder::MetadataWriter;
+    use crate::pdata::space_map::writer::write_metadata;
+
+    let every = every.max(1);
+    let dirty = |c: u64| c.is_multiple_of(2 * every);
+    let mut image = vec![0u8; nr_blocks as usize * BLOCK_SIZE];
+    let mut sb = CacheSuperblock::new(version);
+    {
+        let mut sink = MemorySink {
+            image: &mut image,
+            limit: None,
+            writes: 0,
+        };
+        let mut w = MetadataWriter::new(&mut sink, 1, nr_blocks);
+        w.refs.inc(0);
+        let mut m = ArrayBuilder::new(8);
+        let mut h = ArrayBuilder::new(4);
+        let mut c = 0;
+        while c < cache_blocks {
+            let flags = VALID | if version == 1 && dirty(c) { DIRTY } else { 0 };
+            let v = Mapping {
+                origin: 7 * c + 2,
+                flags,
+            }
+            .pack();
+            m.push(&mut w, &v.to_le_bytes()).expect("room");
+            let gap = (every - 1).min(cache_blocks - c - 1);
+            m.push_zeros(&mut w, gap).expect("room");
+            if hints {
+                let hint = (c % 64) as u32;
+                h.push(&mut w, &hint.to_le_bytes()).expect("room");
+                h.push_zeros(&mut w, gap).expect("room");
+            }
+            c += every;
+        }
+        sb.mapping_root = m.finish(&mut w).expect("room");
+        if hints {
+            sb.hint_root = h.finish(&mut w).expect("room");
+            sb.policy_hint_size = 4;
+        }
+        if version >= 2 {
+            let mut d = BitsetBuilder::new(cache_blocks);
+            for c in (0..cache_blocks).step_by(2 * every as usize) {
+                d.set(&mut w, c).expect("room");
+            }
+            sb.dirty_root = Some(d.finish(&mut w).expect("room"));
+        }
+        let mut disc = BitsetBuilder::new(64);
+        disc.set_range(&mut w, 8..16).expect("room");
+        sb.discard_root = disc.finish(&mut w).expect("room");
+        for root in [
+            sb.mapping_root,
+            sb.hint_root,
+            sb.dirty_root.unwrap_or(0),
+            sb.discard_root,
+        ] {
+            if root != 0 {
+                w.refs.inc(root);
+            }
+        }
+        sb.metadata_sm_root = write_metadata(&mut w, nr_blocks).expect("room");
+    }
+    sb.flags = CLEAN_SHUTDOWN;
+    sb.policy_name[..3].copy_from_slice(b"smq");
+    sb.policy_version = [2, 0, 0];
+    sb.data_block_size = 64;
+    sb.cache_blocks = cache_blocks as u32;
+    // 64 discard blocks covering at least the origin blocks mapped.
+    sb.discard_nr_blocks = 64;
+    sb.discard_block_size = 64 * (7 * cache_blocks + 3).div_ceil(64).max(1);
+    image[..BLOCK_SIZE].copy_from_slice(&sb.to_block());
+    image
+}
+
+/// As `exercise_image`, for cache metadata: block 0 sealed as a cache
+/// superblock, btree nodes and array blocks (a marker byte) sealed at
+/// their own location; then cache_check's engine with and without its
+/// skip options, and the reader over every entry.
+pub fn exercise_cache_image(data: &[u8]) {
+    use crate::cache::check::{check as cache_check, CheckOptions as CacheOptions};
+    use crate::cache::read::{CacheMetadata, ReadOptions};
+    let nr = (data.len() / BLOCK_SIZE).clamp(1, MAX_IMAGE_BLOCKS);
+    let mut image = vec![0u8; nr * BLOCK_SIZE];
+    let n = data.len().min(image.len());
+    image[..n].copy_from_slice(&data[..n]);
+    for (b, block) in image.chunks_mut(BLOCK_SIZE).enumerate() {
+        if b == 0 {
+            seal(block, BlockKind::CacheSuperblock);
+        } else if matches!(le_u32(block, 4), 1 | 2) {
+            block[8..16].copy_from_slice(&(b as u64).to_le_bytes());
+            seal(block, BlockKind::BtreeNode);
+        } else if matches!(le_u32(block, 12), 4 | 8) {
+            block[16..24].copy_from_slice(&(b as u64).to_le_bytes());
+            seal(block, BlockKind::Array);
+        } else if block[4] == 0xb1 {
+            seal(block, BlockKind::Bitmap);
+        } else if block[4] == 0x1d {
+            seal(block, BlockKind::Index);
+        }
+    }
+    let Ok(src) = BlockSource::from_bytes(&image, Path::new("fuzz")) else {
+        return;
+    };
+    let quiet = Reporter::with_mode(Mode::Quiet);
+    for opts in [
+        CacheOptions::default(),
+        CacheOptions {
+            ignore_non_fatal: true,
+            skip_hints: true,
+            ..Default::default()
+        },
+    ] {
+        let _ = cache_check(&src, &opts, &quiet);
+    }
+    if let Ok(md) = CacheMetadata::read(&src, &ReadOptions::default()) {
+        let _ = md.damage();
+        let mut n = 0u64;
+        for e in md.entries() {
+            n = n.wrapping_add(e.mapping.origin ^ e.hint.map_or(0, |h| h.len() as u64));
+        }
+        let _ = (n, md.discarded(), md.get(u32::MAX as u64));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_image_checks_clean_in_both_formats() {
+        for version in [1, 2] {
+            for cache_blocks in [0, 1, 1100, 40_000] {
+                let image = cache_image(version, cache_blocks, 512);
+                let src = BlockSource::from_bytes(&image, Path::new("cache")).unwrap();
+                let r = crate::cache::check::check(
+                    &src,
+                    &Default::default(),
+                    &Reporter::with_mode(Mode::Quiet),
+                );
+                assert!(
+                    r.passed(false),
+                    "{version} {cache_blocks}: {:?}",
+                    r.findings
+                );
+                let md =
+                    crate::cache::read::CacheMetadata::read(&src, &Default::default()).unwrap();
+                assert_eq!(md.mapped().count() as u64, cache_blocks.div_ceil(3));
+                let dirty = md.mapped().filter(|e| e.dirty == Some(true)).count() as u64;
+                assert_eq!(dirty, cache_blocks.div_ceil(6));
+                exercise_cache_image(&image[..MAX_IMAGE_BLOCKS * BLOCK_SIZE]);
+            }
+        }
+    }
 }

@@ -40,18 +40,27 @@ pub fn open<'a>(src: &'a BlockSource, opts: &DumpOptions) -> Result<CacheMetadat
             discards: false,
         },
     )
-    .with_context(|| {
-        format!(
-            "cannot read the cache metadata in '{}'",
+    .map_err(|e| {
+        let what = crate::io::input::what_it_holds(src.head(crate::io::BLOCK_SIZE), "cache")
+            .map(|w| format!("; {w}"))
+            .unwrap_or_default();
+        anyhow::anyhow!(
+            "cannot read the cache metadata in '{}': {e}{what}",
             src.path().display()
         )
     })?;
+    let truncated = crate::io::input::truncation(src, md.sb.metadata_sm_root.nr_blocks);
     if !opts.repair {
         let damage: Vec<_> = md
             .damage()
             .into_iter()
             .filter(|d| d.structure != Structure::Discards)
             .collect();
+        if let Some(t) = &truncated {
+            if !damage.is_empty() {
+                bail!("{t}; {} of its structures cannot be read", damage.len());
+            }
+        }
         if let Some(first) = damage.first() {
             let more = match damage.len() {
                 1 => String::new(),
@@ -61,6 +70,22 @@ pub fn open<'a>(src: &'a BlockSource, opts: &DumpOptions) -> Result<CacheMetadat
             bail!(
                 "'{}': {first}{more}; cache_dump --repair (or cache_repair) salvages everything \
                  else",
+                src.path().display()
+            );
+        }
+    }
+    if opts.repair {
+        // Nothing of the mappings readable: an empty cache would pass for
+        // one without dirty data, and its origin would be read stale.
+        let nr = md.cache_blocks();
+        let all_lost = nr > 0
+            && md.damage().iter().any(|d| {
+                d.structure == Structure::Mappings && d.lost.start == 0 && d.lost.end >= nr
+            });
+        if all_lost {
+            let why = truncated.unwrap_or_else(|| "its mapping array cannot be read".into());
+            bail!(
+                "nothing could be salvaged from '{}': {why}",
                 src.path().display()
             );
         }

@@ -437,7 +437,7 @@ pub fn validate_reader(input: &[u8], version: u32) -> XmlResult<Plan> {
 fn located(path: &Path, e: XmlError) -> anyhow::Error {
     let (line, col) = super::xml::locate(path, e.offset);
     anyhow!(
-        "{}: line {line}, column {col}: {}",
+        "'{}': line {line}, column {col}: {}",
         path.display(),
         e.message
     )
@@ -645,7 +645,7 @@ pub fn restore_to<S: BlockSink>(
         XmlDoc::open(xml_path).with_context(|| format!("cannot read '{}'", xml_path.display()))?;
     let place = |at: u64| {
         let (line, col) = super::xml::locate(xml_path, at);
-        format!("{}: line {line}, column {col}", xml_path.display())
+        format!("'{}': line {line}, column {col}", xml_path.display())
     };
     build_items(
         &mut CacheXmlItems::new(doc.bytes()),

@@ -367,8 +367,9 @@ impl Checker<'_> {
             ("longer", cache_blocks..len)
         };
         let message = format!(
-            "hint array: holds {len} hints but the cache has {cache_blocks} blocks: {what} than \
+            "hint array (index root at block {}): holds {len} hints but the cache has {cache_blocks} blocks: {what} than \
              the mapping array ({} {})",
+            sb.hint_root,
             super::read::name_cblocks(&range),
             if len < cache_blocks {
                 "without a hint"
