@@ -25,6 +25,10 @@ use crate::report::Progress;
 /// Offsets, lengths and buffers of direct I/O are multiples of this.
 pub const IO_ALIGN: usize = 4096;
 
+/// The most copy buffer used, whatever is asked: beyond this, larger
+/// I/Os gain nothing, and a mistyped size must not exhaust memory.
+pub const MAX_BUFFER_BYTES: u64 = 1 << 30;
+
 /// A device the engine reads or writes, byte-addressed.
 pub trait DataDevice: Sync {
     /// Fills `buf` from byte `offset` (an end of device is an error).
@@ -333,7 +337,8 @@ pub fn copy_blocks(
     // Four chunks share the buffer (two would do for the overlap; more
     // keep the reader going while the writer meets a slow patch).
     const CHUNKS: u64 = 4;
-    let per_chunk = (opts.buffer_bytes / CHUNKS / bs).max(1) as usize;
+    let buffer = opts.buffer_bytes.min(MAX_BUFFER_BYTES);
+    let per_chunk = ((buffer / CHUNKS / bs).max(1) as usize).min(jobs.len());
     let nr_chunks = (jobs.len().div_ceil(per_chunk) as u64).min(CHUNKS) as usize;
     let (full_tx, full_rx) = mpsc::sync_channel::<Chunk>(nr_chunks);
     let (empty_tx, empty_rx) = mpsc::channel::<Chunk>();
