@@ -23,10 +23,13 @@ sha activated $V
 run $L vgchange -q -an vg
 pe_start=$($L pvs --noheadings --units s --nosuffix -o pe_start "$D_pv" | tr -d ' ')
 extent=$($L vgs --noheadings --units s --nosuffix -o vg_extent_size vg | tr -d ' ')
-seg=$($L lvs -a --noheadings -o seg_pe_ranges vg/cpool_cmeta | tr -d ' ')
+# The pool's metadata LV, as lvm2 named it when it attached the pool
+# (2.03 renames cpool to cpool_cpool: cpool_cpool_cmeta).
+cmeta=$($L lvs -a --noheadings -o lv_name vg | tr -d ' []' | grep '_cmeta$')
+seg=$($L lvs -a --noheadings -o seg_pe_ranges "vg/$cmeta" | tr -d ' ')
 first=${seg#*:}
 first=${first%-*}
-len=$($L lvs -a --noheadings --units s --nosuffix -o lv_size vg/cpool_cmeta | tr -d ' ')
+len=$($L lvs -a --noheadings --units s --nosuffix -o lv_size "vg/$cmeta" | tr -d ' ')
 run dmsetup create dmg --table "0 $len linear $D_pv $((pe_start + first * extent))"
 run cache_check -q /dev/mapper/dmg
 # Damage the superblock's checksum region.
