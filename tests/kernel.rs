@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use common::{code, run, stderr, stdout, Scratch};
 use harness::{env, sparse_copy, sparse_file, Outcome, Vm};
+use thin::xml_attrs;
 
 const MIB: u64 = 1 << 20;
 
@@ -579,20 +580,6 @@ fn have_tools(scenario: &str, tools: &[&str]) -> bool {
         );
     }
     missing.is_empty()
-}
-
-/// The attribute `name` of every `<TAG ...>` line of an XML dump.
-fn xml_attrs(xml: &str, tag: &str, name: &str) -> Vec<String> {
-    let open = format!("<{tag} ");
-    let key = format!(" {name}=\"");
-    xml.lines()
-        .map(str::trim_start)
-        .filter(|l| l.starts_with(&open))
-        .filter_map(|l| {
-            let at = l.find(&key)? + key.len();
-            Some(l[at..].split('"').next()?.to_string())
-        })
-        .collect()
 }
 
 /// Kernel writes dm-cache metadata (v1 and v2, writeback, blocks still
