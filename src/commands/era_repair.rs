@@ -62,6 +62,6 @@ fn run_cli(cli: Cli) -> Result<()> {
     }
     let usable = room(&s.model, &format!("'{}'", cli.output.display()), bytes)?;
     let (mut sink, _) = metadata_output(&cli.output, &[&cli.input])?;
-    build(&s.model, &mut sink, usable)?;
+    build(&s.model, &mut sink, usable, None)?;
     Ok(())
 }

@@ -66,7 +66,10 @@ fn run_cli(cli: Cli) -> Result<()> {
     })?;
     drop(doc);
     let usable = room(&model, &format!("'{}'", cli.output.display()), bytes)?;
+    // An era transaction already there stays whole until the new
+    // superblock is written (a power cut leaves the old or the new).
+    let keep = crate::era::restore::blocks_in_use(&cli.output);
     let (mut sink, _) = metadata_output(&cli.output, &[&cli.input])?;
-    build(&model, &mut sink, usable)?;
+    build(&model, &mut sink, usable, keep)?;
     Ok(())
 }

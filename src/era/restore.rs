@@ -72,12 +72,34 @@ pub fn room(model: &EraModel, output: &str, bytes: u64) -> Result<u64> {
     Ok(have)
 }
 
-/// Writes `model` onto an output of `nr_blocks` usable blocks.
-pub fn build(model: &EraModel, sink: &mut dyn BlockSink, nr_blocks: u64) -> Result<Superblock> {
+/// The metadata blocks of the era transaction on `output`, if it holds
+/// one that can be kept whole while a new one is written beside it.
+pub fn blocks_in_use(output: &std::path::Path) -> Option<roaring::RoaringTreemap> {
+    use crate::io::{checksum::BlockKind, source::OpenOptions, BlockSource};
+    // Not exclusive: the writer already holds the device that way.
+    let src = BlockSource::open(output, OpenOptions { exclusive: false }).ok()?;
+    if src.is_decompressed() {
+        return None;
+    }
+    let sb = Superblock::parse(src.checked(0, BlockKind::EraSuperblock).ok()?);
+    if sb.magic != super::superblock::ERA_MAGIC {
+        return None;
+    }
+    crate::pdata::space_map::in_use::metadata_blocks_in_use(&src, &sb.metadata_sm_root)
+}
+
+/// Writes `model` onto an output of `nr_blocks` usable blocks. Where
+/// `keep` (`blocks_in_use`) names the transaction already there and
+/// there is room beside it, it stays whole until the new superblock is
+/// written; otherwise block 0 is invalidated first.
+pub fn build(
+    model: &EraModel,
+    sink: &mut dyn BlockSink,
+    nr_blocks: u64,
+    keep: Option<roaring::RoaringTreemap>,
+) -> Result<Superblock> {
     let nr_blocks = nr_blocks.min(MAX_METADATA_BLOCKS);
-    sink.write_block(0, &[0u8; BLOCK_SIZE])?;
-    sink.flush()?;
-    let mut w = MetadataWriter::new(sink, 1, nr_blocks);
+    let mut w = MetadataWriter::replacing(sink, nr_blocks, needed(model, nr_blocks), keep)?;
 
     let mut tree: Vec<(u64, [u8; WRITESET_SIZE as usize])> = Vec::new();
     for ws in &model.writesets {
@@ -168,11 +190,12 @@ mod tests {
             &model(),
             &mut VolatileSink::new(&mut old, None),
             nr_blocks as u64,
+            None,
         )
         .unwrap();
         let mut total = old.clone();
         let mut counting = VolatileSink::new(&mut total, None);
-        build(&model(), &mut counting, nr_blocks as u64).unwrap();
+        build(&model(), &mut counting, nr_blocks as u64, None).unwrap();
         let writes = counting.writes;
         for limit in 0..=writes {
             let mut image = old.clone();
@@ -180,6 +203,7 @@ mod tests {
                 &model(),
                 &mut VolatileSink::new(&mut image, Some(limit)),
                 nr_blocks as u64,
+                None,
             );
             let src = BlockSource::from_bytes(&image, std::path::Path::new("cut")).unwrap();
             let sb = Superblock::read(&src, 0);
