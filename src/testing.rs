@@ -421,7 +421,7 @@ fn restore_era_model(model: &crate::era::model::EraModel) -> bool {
         limit: None,
         writes: 0,
     };
-    era::restore::build(model, &mut sink, usable).expect("a model that fits builds");
+    era::restore::build(model, &mut sink, usable, None).expect("a model that fits builds");
     let src = BlockSource::from_bytes(&image, Path::new("restored")).unwrap();
     let r = era::check::check(&src, &Default::default(), &Reporter::with_mode(Mode::Quiet));
     assert!(
