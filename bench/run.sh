@@ -280,6 +280,16 @@ if [[ " $which " == *" cache "* ]]; then
     fi
 fi
 
+# Sections other scripts or people wrote (bench/cache_writeback.sh,
+# bench/migrate.sh, notes on a run) are carried over; the dm-cache one
+# only when this run did not time the caches.
+carried=$cache/carried-sections.md
+: > "$carried"
+if [ -f "$out" ]; then
+    drop='^## dm-cache$'
+    [[ " $which " == *" cache "* ]] || drop='^$^'
+    awk -v drop="$drop" '/^## / {keep = ($0 !~ drop)} keep' "$out" > "$carried"
+fi
 {
     echo "# Benchmarks"
     echo
@@ -295,5 +305,10 @@ fi
         echo
         cat "$cache/cache-section.md"
     fi
-} > "$out"
+    if [ -s "$carried" ]; then
+        echo
+        cat "$carried"
+    fi
+} > "$out.new"
+mv "$out.new" "$out"
 echo "wrote $out" >&2
