@@ -131,6 +131,21 @@ const TOOLS: &[Tool] = &[
         Reads::Binary,
         Writes::Metadata,
     ),
+    tool(
+        "thin_migrate",
+        &[
+            "--metadata-dev",
+            "IN",
+            "--data-dev",
+            "DATA",
+            "--thin-id",
+            "1",
+            "--dest-file",
+            "OUT",
+        ],
+        Reads::Binary,
+        Writes::Text,
+    ),
 ];
 
 /// The project's pool with snapshots, in every form the tools read.
@@ -784,6 +799,135 @@ fn loop_devices_and_their_backing_files_are_one_input() {
     }
 }
 
+/// cache_check against bad input and other targets' metadata, and the
+/// thin tools against a kernel-written cache image: exit 64, the input
+/// named and unchanged, no panic; and a healthy cache image checked by
+/// an unprivileged user who cannot write it.
+#[test]
+fn cache_check_names_bad_inputs_and_other_targets_metadata() {
+    let s = Scratch::new("bad-input-cache");
+    let inputs = good_inputs(&s);
+    let check = tool("cache_check", &["IN"], Reads::Binary, Writes::Nothing);
+    let mut rows: Vec<(&str, PathBuf, &str)> = vec![
+        (
+            "missing path",
+            s.path("no-such-file"),
+            "Couldn't find input file",
+        ),
+        (
+            "empty file",
+            write(&s, "c-empty", b""),
+            "too small to hold metadata (0 bytes",
+        ),
+        (
+            "text file",
+            write(&s, "c-notes.txt", "cache notes\n".repeat(800).as_bytes()),
+            "holds text",
+        ),
+        (
+            "thin metadata",
+            inputs.binary.clone(),
+            "this is thin metadata",
+        ),
+        (
+            "era metadata",
+            write(
+                &s,
+                "c-era.bin",
+                &other_superblock(dmpd::io::BlockKind::EraSuperblock),
+            ),
+            "this is era metadata",
+        ),
+        (
+            "a cache superblock with another magic",
+            write(
+                &s,
+                "c-magic.bin",
+                &other_superblock(dmpd::io::BlockKind::CacheSuperblock),
+            ),
+            "has magic 10794 (cache metadata has 1623043)",
+        ),
+    ];
+    let dir = s.path("c-dir");
+    std::fs::create_dir_all(&dir).unwrap();
+    rows.push(("directory", dir, "Not a block device or regular file"));
+    let mut xml = std::fs::read(&inputs.xml).unwrap();
+    xml.extend(std::iter::repeat_n(b' ', 8192));
+    rows.push(("XML", write(&s, "c-given.xml", &xml), "looks like XML"));
+    let mut outcomes = Vec::new();
+    let kernel_v2 = kernel_dir().join("cmeta_kernel_v2.bin.gz");
+    let cache_image = have_kernel_images().then(|| {
+        let gz = std::fs::read(&kernel_v2).unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&gz[..]), &mut bytes)
+            .unwrap();
+        write(&s, "cmeta.bin", &bytes)
+    });
+    if let Some(image) = &cache_image {
+        let bytes = std::fs::read(image).unwrap();
+        rows.push((
+            "truncated cache image",
+            write(&s, "c-truncated.bin", &bytes[..20 * 4096]),
+            "looks truncated",
+        ));
+        let gz = std::fs::read(&kernel_v2).unwrap();
+        rows.push((
+            "gzip cut short",
+            write(&s, "c-cut.bin.gz", &gz[..gz.len() / 2]),
+            "corrupt gzip stream",
+        ));
+    }
+    for (case, input, words) in &rows {
+        let args = substitute(&check, input, input, input);
+        outcomes.push(row(
+            &check,
+            case,
+            dmpd_tool(&check),
+            &args,
+            &[input],
+            64,
+            &[words, &shown(input)],
+        ));
+    }
+    if let Some(image) = &cache_image {
+        // The thin tools refuse a cache image, naming it.
+        let out = s.path("c-out");
+        for t in TOOLS
+            .iter()
+            .filter(|t| t.reads == Reads::Binary && t.name != "thin_metadata_pack")
+        {
+            std::fs::File::create(&out)
+                .unwrap()
+                .set_len(8 << 20)
+                .unwrap();
+            let args = substitute(t, image, &out, &inputs.data);
+            outcomes.push(row(
+                t,
+                "kernel-written cache metadata",
+                dmpd_tool(t),
+                &args,
+                &[image, &out, &inputs.data],
+                t.bad_metadata_status,
+                &["this is cache metadata", &shown(image)],
+            ));
+        }
+        // Read-only: an unprivileged user checks a file it cannot write.
+        set_mode(&s.dir, 0o755);
+        set_mode(image, 0o444);
+        let args = substitute(&check, image, image, image);
+        outcomes.push(row(
+            &check,
+            "healthy cache image, read-only, unprivileged user",
+            as_nobody(&check),
+            &args,
+            &[image],
+            0,
+            &[],
+        ));
+    }
+    report(&outcomes);
+}
+
 /// The cache tools, with cache inputs: `Reads::Binary` is cache
 /// metadata, `Reads::Xml` cache XML.
 const CACHE_TOOLS: &[Tool] = &[
@@ -1125,6 +1269,328 @@ fn cache_outputs_that_are_inputs_or_unusable_are_refused() {
             &[input],
             dmpd::commands::usage_status(t.name),
             &["unexpected argument '--no-such-option' found"],
+        ));
+    }
+    report(&outcomes);
+}
+
+/// cache_writeback against bad metadata, origin and fast inputs: the
+/// input named, the status (65 where the metadata is read but fails the
+/// pre-check, 64 where a file cannot be used at all), no panic, and all
+/// three files unchanged.
+#[test]
+fn cache_writeback_names_bad_inputs_and_touches_nothing() {
+    let s = Scratch::new("bad-input-writeback");
+    let inputs = good_inputs(&s);
+    let wb = tool(
+        "cache_writeback",
+        &[
+            "--metadata-device",
+            "IN",
+            "--origin-device",
+            "OUT",
+            "--fast-device",
+            "DATA",
+        ],
+        Reads::Binary,
+        Writes::Nothing,
+    );
+    // A healthy cache with dirty blocks, and its devices.
+    let xml = write(
+        &s,
+        "w-cache.xml",
+        b"<superblock uuid=\"\" block_size=\"64\" nr_cache_blocks=\"8\" policy=\"smq\" hint_width=\"4\">\n  <mappings>\n    <mapping cache_block=\"1\" origin_block=\"3\" dirty=\"true\"/>\n  </mappings>\n</superblock>",
+    );
+    let meta = s.path("w-meta");
+    std::fs::File::create(&meta)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let o = run(
+        "cache_restore",
+        &["-i", xml.to_str().unwrap(), "-o", meta.to_str().unwrap()],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let fast = write(&s, "w-fast", &vec![0xfa; 8 * 32768]);
+    let origin = write(&s, "w-origin", &vec![0x0e; 8 * 32768]);
+    let dir = s.path("w-dir");
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = s.path("no-such-file");
+
+    let mut outcomes = Vec::new();
+    let metadata_rows: Vec<(&str, PathBuf, i32, &str)> = vec![
+        (
+            "missing path",
+            missing.clone(),
+            64,
+            "Couldn't find input file",
+        ),
+        (
+            "directory",
+            dir.clone(),
+            64,
+            "Not a block device or regular file",
+        ),
+        (
+            "empty file",
+            write(&s, "w-empty", b""),
+            64,
+            "too small to hold metadata (0 bytes",
+        ),
+        (
+            "text file",
+            write(&s, "w-notes.txt", "cache notes\n".repeat(800).as_bytes()),
+            65,
+            "holds text",
+        ),
+        (
+            "thin metadata",
+            inputs.binary.clone(),
+            65,
+            "this is thin metadata",
+        ),
+    ];
+    for (case, input, status, words) in &metadata_rows {
+        let args = substitute(&wb, input, &origin, &fast);
+        outcomes.push(row(
+            &wb,
+            &format!("metadata: {case}"),
+            dmpd_tool(&wb),
+            &args,
+            &[input, &origin, &fast],
+            *status,
+            &[words, &shown(input)],
+        ));
+    }
+    for (case, bad, words) in [
+        ("missing path", &missing, "Couldn't find input file"),
+        ("directory", &dir, "Not a block device or regular file"),
+    ] {
+        let args = substitute(&wb, &meta, bad, &fast);
+        outcomes.push(row(
+            &wb,
+            &format!("origin: {case}"),
+            dmpd_tool(&wb),
+            &args,
+            &[&meta, &fast],
+            64,
+            &[words, &shown(bad)],
+        ));
+        let args = substitute(&wb, &meta, &origin, bad);
+        outcomes.push(row(
+            &wb,
+            &format!("fast: {case}"),
+            dmpd_tool(&wb),
+            &args,
+            &[&meta, &origin],
+            64,
+            &[words, &shown(bad)],
+        ));
+    }
+    // The origin is the fast device, or the metadata.
+    for (case, o, f) in [
+        ("origin is the fast device", &fast, &fast),
+        ("origin is the metadata", &meta, &fast),
+    ] {
+        let args = substitute(&wb, &meta, o, f);
+        outcomes.push(row(
+            &wb,
+            case,
+            dmpd_tool(&wb),
+            &args,
+            &[&meta, o, f],
+            64,
+            &["same file", &shown(o)],
+        ));
+    }
+    report(&outcomes);
+}
+
+/// The era tools against bad input, other targets' metadata and unusable
+/// outputs: exit 64 (1 for era_check and era_repair's command-line
+/// errors), the input named, nothing changed, no panic; and a healthy
+/// era image read by an unprivileged user who cannot write it.
+#[test]
+fn era_tools_name_bad_inputs_and_other_targets_metadata() {
+    let s = Scratch::new("bad-input-era");
+    let inputs = good_inputs(&s);
+    let readers = [
+        tool("era_check", &["IN"], Reads::Binary, Writes::Nothing),
+        tool(
+            "era_dump",
+            &["IN", "-o", "OUT"],
+            Reads::Binary,
+            Writes::Text,
+        ),
+        tool(
+            "era_invalidate",
+            &["--written-since", "1", "IN"],
+            Reads::Binary,
+            Writes::Nothing,
+        ),
+        tool(
+            "era_repair",
+            &["-i", "IN", "-o", "OUT"],
+            Reads::Binary,
+            Writes::Metadata,
+        ),
+    ];
+    let dir = s.path("e-dir");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut xml = std::fs::read(&inputs.xml).unwrap();
+    xml.extend(std::iter::repeat_n(b' ', 8192));
+    let rows: Vec<(&str, PathBuf, &str)> = vec![
+        (
+            "missing path",
+            s.path("no-such-file"),
+            "Couldn't find input file",
+        ),
+        ("directory", dir, "Not a block device or regular file"),
+        (
+            "empty file",
+            write(&s, "e-empty", b""),
+            "too small to hold metadata (0 bytes",
+        ),
+        (
+            "text file",
+            write(&s, "e-notes.txt", "era notes\n".repeat(800).as_bytes()),
+            "holds text",
+        ),
+        (
+            "thin metadata",
+            inputs.binary.clone(),
+            "this is thin metadata",
+        ),
+        (
+            "cache metadata",
+            write(
+                &s,
+                "e-cache.bin",
+                &other_superblock(dmpd::io::BlockKind::CacheSuperblock),
+            ),
+            "this is cache metadata",
+        ),
+        ("XML", write(&s, "e-given.xml", &xml), "looks like XML"),
+        (
+            "zeroed superblock",
+            write(&s, "e-zero.bin", &vec![0u8; 16 * 4096]),
+            "block 0 is all zeros",
+        ),
+    ];
+    let out = s.path("e-out");
+    let mut outcomes = Vec::new();
+    for t in &readers {
+        for (case, input, words) in &rows {
+            let _ = std::fs::remove_file(&out);
+            if t.writes == Writes::Metadata {
+                std::fs::File::create(&out)
+                    .unwrap()
+                    .set_len(8 << 20)
+                    .unwrap();
+            }
+            let args = substitute(t, input, &out, input);
+            outcomes.push(row(
+                t,
+                case,
+                dmpd_tool(t),
+                &args,
+                &[input],
+                64,
+                &[words, &shown(input)],
+            ));
+        }
+    }
+    // era_restore's XML slot and the writers' output slots.
+    let era_xml = write(
+        &s,
+        "e.xml",
+        b"<superblock uuid=\"\" block_size=\"128\" nr_blocks=\"64\" current_era=\"1\">\n</superblock>",
+    );
+    let restore = tool(
+        "era_restore",
+        &["-i", "IN", "-o", "OUT"],
+        Reads::Xml,
+        Writes::Metadata,
+    );
+    for (case, input, words) in [
+        (
+            "missing path",
+            s.path("no-such.xml"),
+            "Couldn't find input file",
+        ),
+        (
+            "thin metadata",
+            inputs.binary.clone(),
+            "holds binary thin metadata, not XML",
+        ),
+        (
+            "text file",
+            write(&s, "e-text", b"not xml at all\n"),
+            "text that is not XML",
+        ),
+    ] {
+        std::fs::File::create(&out)
+            .unwrap()
+            .set_len(8 << 20)
+            .unwrap();
+        let args = substitute(&restore, &input, &out, &input);
+        outcomes.push(row(
+            &restore,
+            case,
+            dmpd_tool(&restore),
+            &args,
+            &[&input, &out],
+            64,
+            &[words],
+        ));
+    }
+    let small = write(&s, "e-small", &[0u8; 4096]);
+    let image = write(&s, "e-good.bin", &[0u8; 8 << 20]);
+    let o = run(
+        "era_restore",
+        &[
+            "-i",
+            era_xml.to_str().unwrap(),
+            "-o",
+            image.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    for (t, input) in [(&restore, &era_xml), (&readers[3], &image)] {
+        for (case, output, words) in [
+            (
+                "output missing",
+                s.path("e-no-out"),
+                "Couldn't find output file",
+            ),
+            ("output too small", small.clone(), "too small"),
+            ("output is the input", input.clone(), "refusing to write"),
+        ] {
+            let args = substitute(t, input, &output, input);
+            outcomes.push(row(
+                t,
+                case,
+                dmpd_tool(t),
+                &args,
+                &[input, &output],
+                64,
+                &[words],
+            ));
+        }
+    }
+    // Read-only: an unprivileged user reads a healthy image it cannot write.
+    set_mode(&s.dir, 0o755);
+    set_mode(&image, 0o444);
+    for t in &readers[..3] {
+        let args: Vec<String> = substitute(t, &image, Path::new("/dev/null"), &image);
+        outcomes.push(row(
+            t,
+            "healthy era image, read-only, unprivileged user",
+            as_nobody(t),
+            &args,
+            &[&image],
+            0,
+            &[],
         ));
     }
     report(&outcomes);

@@ -104,12 +104,41 @@ fn thin_damaged() -> Image {
     image
 }
 
-const CHECKERS: &[Checker] = &[Checker {
-    tool: "thin_check",
-    flagged: thin_flagged,
-    needs_check: |image| image.superblock().needs_check(),
-    damaged: thin_damaged,
-}];
+/// The project's own cache metadata (format 2) with needs_check set.
+fn cache_flagged() -> Image {
+    let mut bytes = dmpd::testing::cache_image(2, 3000, 1024);
+    let mut sb = dmpd::cache::superblock::Superblock::parse(&bytes[..4096]);
+    sb.flags |= dmpd::cache::superblock::NEEDS_CHECK;
+    sb.write_fields(&mut bytes[..4096]);
+    dmpd::io::checksum::seal(&mut bytes[..4096], dmpd::io::BlockKind::CacheSuperblock);
+    Image::new(bytes)
+}
+
+/// Cache metadata with an origin block mapped by two cache blocks.
+fn cache_damaged() -> Image {
+    let mut image = dmpd::cache::damage::CacheImage::new(dmpd::testing::cache_image(2, 3000, 1024));
+    dmpd::cache::damage::Damage::OriginMappedTwice
+        .apply(&mut image)
+        .unwrap();
+    Image::new(image.bytes)
+}
+
+const CHECKERS: &[Checker] = &[
+    Checker {
+        tool: "thin_check",
+        flagged: thin_flagged,
+        needs_check: |image| image.superblock().needs_check(),
+        damaged: thin_damaged,
+    },
+    Checker {
+        tool: "cache_check",
+        flagged: cache_flagged,
+        needs_check: |image| {
+            dmpd::cache::superblock::Superblock::parse(image.block(0)).needs_check()
+        },
+        damaged: cache_damaged,
+    },
+];
 
 /// lvm.conf's default check options (tools.md §7).
 const LVM2_CHECK_OPTIONS: [&str; 2] = ["-q", "--clear-needs-check-flag"];

@@ -116,3 +116,143 @@ fn repair_of_a_damaged_device_root_keeps_the_current_devices() {
     assert_eq!(before.keys().copied().collect::<Vec<_>>(), [0, 1, 2, 3, 5]);
     thin::check_clean(&out, &[]);
 }
+
+/// The gunzipped image `name` of fixtures/kernel, in the scratch dir.
+fn unpacked(s: &Scratch, name: &str) -> std::path::PathBuf {
+    let gz = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/kernel/{name}.bin.gz")),
+    )
+    .unwrap();
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut bytes)
+        .unwrap();
+    let img = s.path(&format!("{name}.bin"));
+    std::fs::write(&img, bytes).unwrap();
+    img
+}
+
+/// dmpd's `tool` passes on `img`, and Debian's 0.9.0 one where installed.
+fn checks_clean(tool: &str, img: &Path, name: &str) {
+    let p = img.to_str().unwrap();
+    let o = common::run(tool, &[p]);
+    assert_eq!(
+        common::code(&o),
+        0,
+        "{name}: {tool}: {}",
+        common::stderr(&o)
+    );
+    let debian = Path::new("/usr/sbin").join(tool);
+    if debian.is_file() {
+        let o = std::process::Command::new(&debian).arg(p).output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{name}: Debian's {tool}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    } else {
+        println!("SKIPPED Debian's {tool} on {name}: not installed");
+    }
+}
+
+fn used_total(s: &str) -> (u64, u64) {
+    let (a, b) = s.split_once('/').unwrap();
+    (a.parse().unwrap(), b.parse().unwrap())
+}
+
+/// The cache images: cache_check passes, and cache_dump's mappings,
+/// dirty flags, block size and cache size are the kernel's residency,
+/// dirty count, block size and cache size.
+#[test]
+fn cache_images_agree_with_the_kernels_status() {
+    let s = Scratch::new("kernel-fixtures-cache");
+    let mut checked = 0;
+    for (name, status) in images().into_iter().filter(|(n, _)| n.starts_with("cmeta")) {
+        let out = Outcome::from_log(&name, &status);
+        let img = unpacked(&s, &name);
+        // <meta block> <used>/<total> <cache block> <used>/<total> <read
+        // hits> <misses> <write hits> <misses> <demotions> <promotions> <dirty>
+        let w = thin::status_words(&out, "status", "cache", "cache");
+        let (resident, nr_cache_blocks) = used_total(&w[3]);
+        let dirty: u64 = w[10].parse().unwrap();
+        checks_clean("cache_check", &img, &name);
+        let dump = common::run("cache_dump", &[img.to_str().unwrap()]);
+        assert_eq!(common::code(&dump), 0, "{name}: cache_dump");
+        let xml = common::stdout(&dump);
+        assert_eq!(
+            thin::xml_attrs(&xml, "superblock", "block_size"),
+            [w[2].as_str()],
+            "{name}: block size"
+        );
+        assert_eq!(
+            thin::xml_attrs(&xml, "superblock", "nr_cache_blocks"),
+            [nr_cache_blocks.to_string()],
+            "{name}: cache blocks"
+        );
+        let flags = thin::xml_attrs(&xml, "mapping", "dirty");
+        assert_eq!(
+            flags.len() as u64,
+            resident,
+            "{name}: mappings vs residency"
+        );
+        let mut cblocks = thin::xml_attrs(&xml, "mapping", "cache_block");
+        cblocks.sort();
+        cblocks.dedup();
+        assert_eq!(
+            cblocks.len() as u64,
+            resident,
+            "{name}: distinct cache blocks"
+        );
+        assert_eq!(
+            flags.iter().filter(|f| *f == "true").count() as u64,
+            dirty,
+            "{name}: dirty mappings vs the kernel's dirty count"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 1, "fixtures/kernel holds {checked} cache images");
+}
+
+/// The era images: era_check passes, and era_dump's current era, block
+/// size and block count are the kernel's.
+#[test]
+fn era_images_agree_with_the_kernels_status() {
+    let s = Scratch::new("kernel-fixtures-era");
+    let mut checked = 0;
+    for (name, status) in images().into_iter().filter(|(n, _)| n.starts_with("emeta")) {
+        let out = Outcome::from_log(&name, &status);
+        let img = unpacked(&s, &name);
+        // <meta block> <used>/<total> <current era> <held root or ->
+        let w = thin::status_words(&out, "status", "era", "era");
+        // `era: 0 LEN era META ORIGIN BLOCK_SECTORS`, less its name
+        let table: Vec<String> = out
+            .value("table", "era:")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        let sectors: u64 = table[1].parse().unwrap();
+        let block: u64 = table[5].parse().unwrap();
+        checks_clean("era_check", &img, &name);
+        let dump = common::run("era_dump", &[img.to_str().unwrap()]);
+        assert_eq!(common::code(&dump), 0, "{name}: era_dump");
+        let xml = common::stdout(&dump);
+        assert_eq!(
+            thin::xml_attrs(&xml, "superblock", "current_era"),
+            [w[2].as_str()],
+            "{name}: current era"
+        );
+        assert_eq!(
+            thin::xml_attrs(&xml, "superblock", "block_size"),
+            [block.to_string()],
+            "{name}: block size"
+        );
+        assert_eq!(
+            thin::xml_attrs(&xml, "superblock", "nr_blocks"),
+            [(sectors / block).to_string()],
+            "{name}: blocks"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 1, "fixtures/kernel holds {checked} era images");
+}

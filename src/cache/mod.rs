@@ -10,6 +10,7 @@
 //!   salvaged items) to binary metadata; [`metadata_size`]: estimates.
 
 pub mod check;
+pub mod damage;
 pub mod dump;
 pub mod hint;
 pub mod mapping;
@@ -18,4 +19,5 @@ pub mod read;
 pub mod repair;
 pub mod restore;
 pub mod superblock;
+pub mod writeback;
 pub mod xml;

@@ -9,11 +9,17 @@ use clap::Parser;
 
 pub mod cache_check;
 pub mod cache_dump;
+pub mod cache_generate_damage;
 pub mod cache_metadata_size;
 pub mod cache_repair;
 pub mod cache_restore;
+pub mod cache_writeback;
 pub mod era_check;
 pub mod era_dump;
+pub mod era_generate_damage;
+pub mod era_invalidate;
+pub mod era_repair;
+pub mod era_restore;
 mod install;
 mod overwrite;
 pub mod thin_check;
@@ -24,6 +30,7 @@ pub mod thin_ls;
 pub mod thin_metadata_pack;
 pub mod thin_metadata_size;
 pub mod thin_metadata_unpack;
+pub mod thin_migrate;
 pub mod thin_repair;
 pub mod thin_reserve_metadata_snap;
 pub mod thin_restore;
@@ -108,6 +115,11 @@ pub const TOOLS: &[Tool] = &[
     tool!(cache_check, Linked, "Validate dm-cache metadata"),
     tool!(cache_dump, Linked, "Dump dm-cache metadata as XML"),
     tool!(
+        cache_generate_damage,
+        Developer,
+        "Damage healthy cache metadata in one named way (developer tool)"
+    ),
+    tool!(
         cache_metadata_size,
         Linked,
         "Estimate the metadata device a cache needs"
@@ -124,6 +136,27 @@ pub const TOOLS: &[Tool] = &[
     ),
     tool!(era_check, Linked, "Validate dm-era metadata"),
     tool!(era_dump, Linked, "Dump dm-era metadata as XML"),
+    tool!(
+        era_generate_damage,
+        Developer,
+        "Damage healthy era metadata in one named way (developer tool)"
+    ),
+    tool!(
+        era_invalidate,
+        Linked,
+        "List the blocks of an era origin written since an era"
+    ),
+    tool!(
+        era_repair,
+        Unlinked,
+        "Salvage damaged dm-era metadata into a new device or file"
+    ),
+    tool!(era_restore, Linked, "Build binary dm-era metadata from XML"),
+    tool!(
+        cache_writeback,
+        Linked,
+        "Write a cache's dirty blocks back to the origin device, offline"
+    ),
     tool!(thin_check, Linked, "Validate thin-pool metadata"),
     tool!(
         thin_delta,
@@ -159,6 +192,11 @@ pub const TOOLS: &[Tool] = &[
         thin_metadata_unpack,
         Linked,
         "Expand a pack file into a metadata device or file"
+    ),
+    tool!(
+        thin_migrate,
+        Linked,
+        "Copy a thin volume's provisioned blocks out of its pool"
     ),
     tool!(
         thin_repair,

@@ -162,8 +162,8 @@ fn blocks_named(r: &std::ops::Range<u64>) -> String {
     name_range("origin block", "origin blocks", r)
 }
 
-fn bits_named(r: &std::ops::Range<u64>) -> String {
-    let bits = r.start * 64..r.end * 64;
+fn bits_named(r: &std::ops::Range<u64>, nr_bits: u64) -> String {
+    let bits = r.start * 64..(r.end * 64).min(nr_bits);
     name_range("bit", "bits", &bits)
 }
 
@@ -309,10 +309,8 @@ impl<'a> Checker<'a> {
         entries.sort_by(|a, b| a.tree.cmp(&b.tree).then(a.era.cmp(&b.era)));
         self.writeset_eras(sb, snap.as_ref(), &entries);
 
-        // Every bitset and both era arrays, walked together.
-        let mut walks: Vec<ArrayWalk<'_>> = Vec::new();
-        let mut walked_roots = std::collections::HashMap::<u64, String>::new();
-        let mut sizes: Vec<(String, Writeset)> = Vec::new();
+        // Every bitset and both era arrays: the live side's first, so a
+        // structure the snapshot shares is named after the live side.
         let mut bitsets: Vec<(String, Writeset)> = entries
             .iter()
             .map(|e| {
@@ -330,69 +328,85 @@ impl<'a> Checker<'a> {
                 sb.current_writeset,
             ));
         }
-        for (name, ws) in &bitsets {
-            // Two tree values may hold one bitset (copied leaves of a
-            // shared tree): one walk, one more reference per value.
-            if walked_roots.contains_key(&ws.root) {
-                walker.count_reference(ws.root);
-                continue;
-            }
-            walked_roots.insert(ws.root, name.clone());
-            sizes.push((name.clone(), *ws));
-            walks.push(ArrayWalk {
-                name: name.clone(),
-                root: ws.root,
-                value_size: WORD_SIZE,
-                len: words_for(ws.nr_bits as u64),
-                visitor: &AnyValues,
-            });
-        }
+        bitsets.sort_by_key(|(name, _)| name.starts_with("metadata snapshot"));
         let live_values = EraValues {
             current_era: sb.current_era,
         };
         let snap_values = EraValues {
             current_era: snap.as_ref().map_or(0, |s| s.current_era),
         };
-        walks.push(ArrayWalk {
-            name: "era array".into(),
-            root: sb.era_array_root,
-            value_size: ERA_ENTRY_SIZE,
-            len: sb.nr_blocks as u64,
-            visitor: &live_values,
-        });
-        if let Some(s) = &snap {
-            walks.push(ArrayWalk {
-                name: "metadata snapshot era array".into(),
-                root: s.era_array_root,
-                value_size: ERA_ENTRY_SIZE,
-                len: s.nr_blocks as u64,
-                visitor: &snap_values,
-            });
-        }
-        let outcomes = walk_arrays(&walker, &walks);
-        for (walk, outcome) in walks.iter().zip(&outcomes) {
-            for d in &outcome.index_damage {
-                self.report(d.finding());
+        let mut walked = std::collections::HashSet::<u64>::new();
+        let mut resized = Vec::new();
+        for snapshot_side in [false, true] {
+            let mut walks: Vec<ArrayWalk<'_>> = Vec::new();
+            for (name, ws) in &bitsets {
+                if name.starts_with("metadata snapshot") != snapshot_side {
+                    continue;
+                }
+                // Two tree values may hold one bitset (copied leaves of a
+                // shared tree): one walk, one more reference per value.
+                if !walked.insert(ws.root) {
+                    walker.count_reference(ws.root);
+                    continue;
+                }
+                walks.push(ArrayWalk {
+                    name: name.clone(),
+                    root: ws.root,
+                    value_size: WORD_SIZE,
+                    len: words_for(ws.nr_bits as u64),
+                    visitor: &AnyValues,
+                });
             }
-            let is_bitset = walk.value_size == WORD_SIZE;
-            for d in &outcome.damage {
-                let text = if is_bitset {
-                    d.describe(&bits_named)
+            let (name, array_sb, values) = match (&snap, snapshot_side) {
+                (_, false) => ("era array", sb, &live_values),
+                (Some(s), true) => ("metadata snapshot era array", s, &snap_values),
+                (None, true) => ("", sb, &live_values),
+            };
+            if !name.is_empty() {
+                if walked.insert(array_sb.era_array_root) {
+                    walks.push(ArrayWalk {
+                        name: name.into(),
+                        root: array_sb.era_array_root,
+                        value_size: ERA_ENTRY_SIZE,
+                        len: array_sb.nr_blocks as u64,
+                        visitor: values,
+                    });
                 } else {
-                    d.describe(&blocks_named)
-                };
-                let kind = match d.kind {
-                    ArrayDamageKind::Values(_) => "future_era",
-                    _ => "array_damage",
-                };
-                self.fatal(kind, text, Some(&walk.name), d.block);
+                    walker.count_reference(array_sb.era_array_root);
+                }
             }
-            if is_bitset && outcome.damage.iter().any(length_damage) {
-                if let Some((_, ws)) = sizes.iter().find(|(n, _)| *n == walk.name) {
-                    self.wrong_size(&walk.name, *ws);
+            let outcomes = walk_arrays(&walker, &walks);
+            for (walk, outcome) in walks.iter().zip(&outcomes) {
+                for d in &outcome.index_damage {
+                    self.report(d.finding());
+                }
+                let is_bitset = walk.value_size == WORD_SIZE;
+                let nr_bits = bitsets
+                    .iter()
+                    .find(|(n, _)| *n == walk.name)
+                    .map_or(0, |(_, ws)| ws.nr_bits as u64);
+                for d in &outcome.damage {
+                    let text = if is_bitset {
+                        d.describe(&|r| bits_named(r, nr_bits))
+                    } else {
+                        d.describe(&blocks_named)
+                    };
+                    let kind = match d.kind {
+                        ArrayDamageKind::Values(_) => "future_era",
+                        _ => "array_damage",
+                    };
+                    self.fatal(kind, text, Some(&walk.name), d.block);
+                }
+                if is_bitset && outcome.damage.iter().any(length_damage) {
+                    if let Some((_, ws)) = bitsets.iter().find(|(n, _)| *n == walk.name) {
+                        if self.wrong_size(&walk.name, *ws) {
+                            resized.push(walk.name.clone());
+                        }
+                    }
                 }
             }
         }
+        bitsets.retain(|(n, _)| !resized.contains(n));
         self.writeset_sizes(sb, &bitsets);
 
         if self.result.has_fatal() {
@@ -438,9 +452,12 @@ impl<'a> Checker<'a> {
 
     /// A bitset whose array does not hold the words its nr_bits needs:
     /// say both figures.
-    fn wrong_size(&mut self, name: &str, ws: Writeset) {
+    fn wrong_size(&mut self, name: &str, ws: Writeset) -> bool {
         let held = ArrayView::read(self.src, name, ws.root, WORD_SIZE, None);
         let words = words_for(ws.nr_bits as u64);
+        if !held.is_intact() || held.len() == words {
+            return false;
+        }
         self.fatal(
             "writeset_size",
             format!(
@@ -452,6 +469,7 @@ impl<'a> Checker<'a> {
             Some(name),
             Some(ws.root),
         );
+        true
     }
 
     /// The open writeset covers the origin as it is now; archived ones

@@ -7,7 +7,9 @@ use std::ops::Range;
 use anyhow::{bail, Result};
 
 use crate::io::BlockSource;
+use crate::pdata::array::max_entries_for;
 use crate::pdata::array::view::ArrayView;
+use crate::pdata::bitset::WORD_SIZE;
 
 use super::model::{EraModel, ModelWriteset};
 use super::read::{era_of, EraState, Side};
@@ -27,30 +29,41 @@ pub fn runs_from_words(words: &ArrayView<'_>, nr_bits: u64) -> (Vec<Range<u64>>,
         Some(last) if last.end == r.start => last.end = r.end,
         _ => v.push(r),
     };
-    for w in 0..nr_bits.div_ceil(64) {
-        let first = w * 64;
-        let valid = (nr_bits - first).min(64);
-        let Some(bytes) = words.get(w) else {
-            push(&mut unknown, first..first + valid);
+    let per_block = max_entries_for(WORD_SIZE) as u64;
+    let nr_words = nr_bits.div_ceil(64);
+    for k in 0..nr_words.div_ceil(per_block) {
+        let words_here = k * per_block..((k + 1) * per_block).min(nr_words);
+        let Some(block) = words.block(k) else {
+            // A lost array block: all its bits at once.
+            let bits = words_here.start * 64..(words_here.end * 64).min(nr_bits);
+            push(&mut unknown, bits);
             continue;
         };
-        let mut word = u64::from_le_bytes(bytes.try_into().unwrap());
-        if valid < 64 {
-            word &= (1u64 << valid) - 1;
-        }
-        if word == u64::MAX {
-            push(&mut marked, first..first + 64);
-            continue;
-        }
-        while word != 0 {
-            let start = word.trailing_zeros() as u64;
-            let len = (!(word >> start)).trailing_zeros() as u64;
-            push(&mut marked, first + start..first + start + len);
-            word &= if start + len >= 64 {
-                0
-            } else {
-                !((1u64 << (start + len)) - 1)
+        for w in words_here {
+            let first = w * 64;
+            let valid = (nr_bits - first).min(64);
+            let Some(bytes) = block.value((w % per_block) as u32) else {
+                push(&mut unknown, first..first + valid);
+                continue;
             };
+            let mut word = u64::from_le_bytes(bytes.try_into().unwrap());
+            if valid < 64 {
+                word &= (1u64 << valid) - 1;
+            }
+            if word == u64::MAX {
+                push(&mut marked, first..first + 64);
+                continue;
+            }
+            while word != 0 {
+                let start = word.trailing_zeros() as u64;
+                let len = (!(word >> start)).trailing_zeros() as u64;
+                push(&mut marked, first + start..first + start + len);
+                word &= if start + len >= 64 {
+                    0
+                } else {
+                    !((1u64 << (start + len)) - 1)
+                };
+            }
         }
     }
     (marked, unknown)

@@ -127,7 +127,16 @@ impl EraState {
     /// Reads the superblock(s) and the writeset tree of `side`. `strict`:
     /// any damage in the tree is an error.
     pub fn open(src: &BlockSource, side: Side, strict: bool) -> Result<EraState> {
-        let live = live_superblock(src)?;
+        EraState::with_live(src, live_superblock(src)?, side, strict)
+    }
+
+    /// As `open`, with the live superblock already read.
+    pub fn with_live(
+        src: &BlockSource,
+        live: Superblock,
+        side: Side,
+        strict: bool,
+    ) -> Result<EraState> {
         let sb = match side {
             Side::Live => live.clone(),
             Side::Snapshot => {

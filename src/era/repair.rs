@@ -17,11 +17,12 @@ use anyhow::{bail, Result};
 use crate::io::BlockSource;
 use crate::pdata::array::max_entries_for;
 use crate::pdata::array::view::ArrayView;
-use crate::pdata::bitset::{words_for, WORD_SIZE};
+use crate::pdata::bitset::{words_for, BITS_PER_ARRAY_BLOCK, WORD_SIZE};
 
 use super::dump::runs_from_words;
 use super::model::{EraModel, ModelWriteset};
-use super::read::{era_of, EraState, Side};
+use super::read::{era_of, live_superblock, EraState, Side};
+use super::superblock::{Superblock, ERA_MAGIC, ERA_VERSION};
 use super::ERA_ENTRY_SIZE;
 
 pub struct Salvage {
@@ -47,10 +48,29 @@ fn ranges(rs: &[Range<u64>]) -> String {
 }
 
 pub fn salvage(src: &BlockSource) -> Result<Salvage> {
-    let state = EraState::open(src, Side::Live, false)?;
+    let mut warnings = Vec::new();
+    let live = match live_superblock(src) {
+        Ok(sb) => sb,
+        Err(e) => {
+            let sb = superblock_despite_checksum(src).ok_or(e)?;
+            warnings.push(
+                "the superblock's checksum is wrong, but its fields are an era superblock's \
+                 and its roots lead to btree nodes: they are used as they are"
+                    .to_string(),
+            );
+            sb
+        }
+    };
+    let state = EraState::with_live(src, live, Side::Live, false)?;
     let sb = &state.sb;
     let current = sb.current_era;
-    let mut warnings = state.problems.clone();
+    warnings.extend(state.problems.iter().cloned());
+    if sb.data_block_size == 0 {
+        bail!(
+            "the superblock's data block size is 0 sectors: the era block size cannot be \
+             told; dump with era_dump --repair, set block_size, and era_restore"
+        );
+    }
     let capacity = src
         .nr_blocks()
         .saturating_mul(max_entries_for(ERA_ENTRY_SIZE) as u64);
@@ -71,6 +91,16 @@ pub fn salvage(src: &BlockSource) -> Result<Salvage> {
     for ws in &state.writesets {
         let name = ws.name();
         let mut nr_bits = ws.writeset.nr_bits as u64;
+        let most = src.nr_blocks().saturating_mul(BITS_PER_ARRAY_BLOCK);
+        if nr_bits > most {
+            warnings.push(format!(
+                "{name}: nr_bits {nr_bits} is more than a {}-block metadata device can hold; \
+                 taken as nr_blocks {}",
+                src.nr_blocks(),
+                sb.nr_blocks
+            ));
+            nr_bits = sb.nr_blocks as u64;
+        }
         let mut words = ArrayView::read(
             src,
             &name,
@@ -78,30 +108,23 @@ pub fn salvage(src: &BlockSource) -> Result<Salvage> {
             WORD_SIZE,
             Some(words_for(nr_bits)),
         );
-        let length_wrong = words.damage.iter().any(|d| {
-            matches!(
-                d.kind,
-                crate::pdata::array::ArrayDamageKind::Beyond
-                    | crate::pdata::array::ArrayDamageKind::Header(
-                        crate::pdata::array::ArrayBlockError::WrongLength { .. }
-                    )
-            )
-        });
-        if length_wrong {
-            // nr_bits and the bitset disagree: the words are the witness.
+        if !words.is_intact() {
+            // A whole bitset of another length: nr_bits is what is wrong.
             let held = ArrayView::read(src, &name, ws.writeset.root, WORD_SIZE, None);
             let n = held.len();
-            let fixed = if n == words_for(sb.nr_blocks as u64) {
-                sb.nr_blocks as u64
-            } else {
-                n * 64
-            };
-            warnings.push(format!(
-                "{name}: nr_bits {nr_bits} disagrees with its bitset of {n} words; \
-                 restored with nr_bits {fixed}"
-            ));
-            nr_bits = fixed.min(u32::MAX as u64);
-            words = held;
+            if held.is_intact() && n != words_for(nr_bits) {
+                let fixed = if n == words_for(sb.nr_blocks as u64) {
+                    sb.nr_blocks as u64
+                } else {
+                    n * 64
+                };
+                warnings.push(format!(
+                    "{name}: nr_bits {nr_bits} disagrees with its bitset of {n} words; \
+                     restored with nr_bits {fixed}"
+                ));
+                nr_bits = fixed.min(u32::MAX as u64);
+                words = held;
+            }
         }
         let (mut marked, unknown) = runs_from_words(&words, nr_bits);
         if !unknown.is_empty() {
@@ -146,9 +169,16 @@ pub fn salvage(src: &BlockSource) -> Result<Salvage> {
         warnings.push(format!("{d}"));
     }
     for d in &array.damage {
-        warnings.push(format!("{d}"));
+        let what =
+            d.describe(&|r| crate::pdata::array::name_range("origin block", "origin blocks", r));
+        if d.entries.is_empty() {
+            warnings.push(what);
+        } else {
+            warnings.push(format!(
+                "{what}; those blocks are given the current era {current}"
+            ));
+        }
     }
-    let mut lost: Vec<Range<u64>> = Vec::new();
     let mut newer = 0u64;
     for b in 0..sb.nr_blocks as u64 {
         let era = match era_of(&array, b) {
@@ -157,23 +187,11 @@ pub fn salvage(src: &BlockSource) -> Result<Salvage> {
                 current
             }
             Some(e) => e,
-            None => {
-                match lost.last_mut() {
-                    Some(r) if r.end == b => r.end = b + 1,
-                    _ => lost.push(b..b + 1),
-                }
-                current
-            }
+            None => current,
         };
         if era != 0 {
             model.eras.push((b as u32, era));
         }
-    }
-    if !lost.is_empty() {
-        warnings.push(format!(
-            "era array: origin blocks {} cannot be read; they are given the current era {current}",
-            ranges(&lost)
-        ));
     }
     if newer > 0 {
         warnings.push(format!(
@@ -182,4 +200,20 @@ pub fn salvage(src: &BlockSource) -> Result<Salvage> {
         ));
     }
     Ok(Salvage { model, warnings })
+}
+
+/// Block 0 read as an era superblock although its checksum fails: only
+/// when its magic and version are right, it records block 0 as its
+/// location, and both its writeset tree and era array roots are valid
+/// btree nodes (a block overwritten by anything else fails that).
+fn superblock_despite_checksum(src: &BlockSource) -> Option<Superblock> {
+    use crate::io::checksum::BlockKind;
+    let sb = Superblock::parse(src.block(0).ok()?);
+    if sb.magic != ERA_MAGIC || sb.version != ERA_VERSION || sb.blocknr != 0 {
+        return None;
+    }
+    for root in [sb.writeset_tree_root, sb.era_array_root] {
+        src.checked(root, BlockKind::BtreeNode).ok()?;
+    }
+    Some(sb)
 }

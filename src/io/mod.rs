@@ -3,7 +3,9 @@
 //! 4096-byte blocks.
 
 pub mod checksum;
+pub mod copy;
 pub mod discard;
+pub mod dm;
 pub mod error;
 pub mod in_place;
 pub mod input;

@@ -12,6 +12,7 @@ pub mod forest;
 pub mod leak_repair;
 pub mod ls;
 pub mod metadata_size;
+pub mod migrate;
 pub mod repair;
 pub mod restore;
 pub mod rmap;

@@ -155,6 +155,7 @@ pub fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
 
+pub mod era;
 pub mod gen;
 pub mod image;
 pub mod pools;

@@ -229,3 +229,17 @@ pub fn agree(out: &Outcome, key: &str, meta: &Path, pool: &str, devs: &[(&str, u
         assert_eq!(snap, dm.devices, "thin_ls -m vs thin_dump -m");
     }
 }
+
+/// The attribute `name` of every `<TAG ...>` line of an XML dump.
+pub fn xml_attrs(xml: &str, tag: &str, name: &str) -> Vec<String> {
+    let open = format!("<{tag} ");
+    let key = format!(" {name}=\"");
+    xml.lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with(&open))
+        .filter_map(|l| {
+            let at = l.find(&key)? + key.len();
+            Some(l[at..].split('"').next()?.to_string())
+        })
+        .collect()
+}

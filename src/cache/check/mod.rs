@@ -146,14 +146,15 @@ impl Checker<'_> {
             Err(e) => return self.abort(bad_superblock(src, &e)),
         };
         self.result.superblock = Some(sb.clone());
+        let unusable = |e: ReadError| format!("'{}': {e}", src.path().display());
         if sb.magic != CACHE_MAGIC {
-            return self.abort(ReadError::Magic { found: sb.magic }.to_string());
+            return self.abort(unusable(ReadError::Magic { found: sb.magic }));
         }
         if sb.version != 1 && sb.version != 2 {
-            return self.abort(ReadError::Version { found: sb.version }.to_string());
+            return self.abort(unusable(ReadError::Version { found: sb.version }));
         }
         if sb.dirty_root == Some(0) {
-            return self.abort(ReadError::NoDirtyBitset.to_string());
+            return self.abort(unusable(ReadError::NoDirtyBitset));
         }
         self.check_superblock_fields(&sb);
         if self.opts.super_block_only {
@@ -241,6 +242,7 @@ impl Checker<'_> {
                     sb.policy_hint_size
                 ),
             ));
+            self.abort("metadata contains errors".into());
             return;
         }
         let hint_len = hints_wanted.then(|| self.hint_len(sb));
@@ -366,13 +368,14 @@ impl Checker<'_> {
             ("longer", cache_blocks..len)
         };
         let message = format!(
-            "hint array: holds {len} hints but the cache has {cache_blocks} blocks: {what} than \
+            "hint array (index root at block {}): holds {len} hints but the cache has {cache_blocks} blocks: {what} than \
              the mapping array ({} {})",
+            sb.hint_root,
             super::read::name_cblocks(&range),
             if len < cache_blocks {
-                "have no hint"
+                "without a hint"
             } else {
-                "do not exist"
+                "beyond the cache"
             }
         );
         let loc = at_array(Structure::Hints, Some(sb.hint_root), None);

@@ -59,7 +59,7 @@ impl<'a> ArrayView<'a> {
         let limit = src.nr_blocks();
         let wanted = match len {
             Some(len) => len.div_ceil(max),
-            None => pointers.last().map_or(0, |(k, _)| k + 1),
+            None => pointers.last().map_or(0, |(k, _)| k.saturating_add(1)),
         };
         let nr_blocks = wanted.min(limit);
         let mut slots: Vec<Option<u64>> = vec![None; nr_blocks as usize];
@@ -161,7 +161,6 @@ impl<'a> ArrayView<'a> {
     /// Array blocks the index should list but does not, outside subtrees
     /// already reported damaged.
     fn report_holes(&mut self, name: &str, wanted: u64, pointers: &[(u64, u64)]) {
-        let covered = |k: u64| self.index_damage.iter().any(|d| d.keys.contains(k));
         let mut listed = pointers.iter().map(|p| p.0).peekable();
         let mut holes: Vec<std::ops::Range<u64>> = Vec::new();
         let mut k = 0;
@@ -171,15 +170,23 @@ impl<'a> ArrayView<'a> {
                 k += 1;
                 continue;
             }
-            // Skip ahead to the next listed key in one step.
+            // Skip ahead to the next listed key in one step, and take
+            // out the key ranges of damaged subtrees as ranges (a damaged
+            // key can make the gap astronomically long).
             let next = listed.peek().copied().unwrap_or(wanted).min(wanted);
-            for m in k..next {
-                if covered(m) {
-                    continue;
-                }
+            let mut gaps: Vec<std::ops::Range<u64>> = std::iter::once(k..next).collect();
+            for d in &self.index_damage {
+                let (lo, hi) = (d.keys.lo.unwrap_or(0), d.keys.hi.unwrap_or(u64::MAX));
+                gaps = gaps
+                    .into_iter()
+                    .flat_map(|g| [g.start..g.end.min(lo), g.start.max(hi)..g.end])
+                    .filter(|g| !g.is_empty())
+                    .collect();
+            }
+            for g in gaps {
                 match holes.last_mut() {
-                    Some(h) if h.end == m => h.end = m + 1,
-                    _ => holes.push(m..m + 1),
+                    Some(h) if h.end == g.start => h.end = g.end,
+                    _ => holes.push(g),
                 }
             }
             k = next;

@@ -229,8 +229,9 @@ fn device_roots(
 }
 
 /// The mappings of consecutive leaves as merged runs, in key order,
-/// without what `filter` leaves out.
-fn leaf_runs(src: &BlockSource, leaves: &[u64], filter: Filter, mut f: impl FnMut(&Run)) {
+/// without what `filter` leaves out (thin_migrate reads a device's
+/// mappings, strict or salvaged, through this too).
+pub fn leaf_runs(src: &BlockSource, leaves: &[u64], filter: Filter, mut f: impl FnMut(&Run)) {
     let mut run: Option<Run> = None;
     let mut add = |virt: u64, v: u64| {
         let bt = BlockTime::unpack(v);
