@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
 # Benchmarks dmpd on large generated pools and writes BENCHMARKS.md.
 #
-#   bench/run.sh [m10|m50|cache|all]   (default: all; RUNS=5 by default)
+#   bench/run.sh [m10|m50|m16g|cache|all]...  (default: all; RUNS=5 by default)
 #
-# Inputs are built once and cached in bench/cache: the XML from
-# ../shared/bench/gen_thin_xml.py, the image from dmpd's thin_restore.
+# Inputs are built once and cached in $BENCH_CACHE (default bench/cache):
+# the XML from ../shared/bench/gen_thin_xml.py, the image from dmpd's
+# thin_restore.
 #   m10: --mappings 10000000 --snaps 8            (1 GiB metadata file)
 #   m50: --mappings 50000000 --snaps 8 --seed 2   (4 GiB metadata file)
+#   m16g: --mappings 70000000 --snaps 32 --diverge 0.2 --seed 3
+#         (16 GiB metadata file, about 8.7 GiB of it used; a 1.4 GB XML
+#         that takes minutes to generate and restore): thin_check,
+#         thin_ls and thin_dump only.
+# cache: two caches from ../shared/bench/gen_cache_xml.py, restored in
+# format 2: c33m --nr-blocks 33000000 --resident 0.01 (a 3-level mapping
+# index) and c2m --nr-blocks 2000000 --resident 1.0 --dirty 0.25 (dense);
+# cache_restore, cache_dump and cache_repair on each.
 # Each tool runs RUNS times; the table gives the median wall time, the
-# median CPU time (user + system) and the largest peak RSS. Peak RSS
-# counts the pages of the memory-mapped metadata the tool touched, not
-# only its heap. "cold" runs drop the page cache first (root only). The
+# median CPU time (user + system), the largest peak RSS and the largest
+# peak heap. Peak RSS counts the pages of the memory-mapped metadata the
+# tool touched; peak heap is the largest anonymous resident memory
+# (RssAnon, sampled every 10 ms), which leaves the mapping out. "cold" runs drop the page cache first (root only). The
 # physical floor is a sequential read of the used part of the image.
 # Debian's thin_check/thin_dump 0.9.0 run on m10 for scale when present.
 # REF_TOOLS=/path/to/pdata_tools adds the reference tools 1.x (built from
@@ -25,9 +35,10 @@
 # section of BENCHMARKS.md, leaving the thin figures as they are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-which=${1:-all}
+which=${*:-all}
+[ "$which" = all ] && which="m10 m50 m16g cache"
 runs=${RUNS:-5}
-cache=bench/cache
+cache=${BENCH_CACHE:-bench/cache}
 mkdir -p "$cache"
 cargo build --release --quiet
 dmpd=$PWD/target/release/dmpd
@@ -50,13 +61,31 @@ build_input() {
 can_drop() { [ "$(id -u)" = 0 ] && [ -w /proc/sys/vm/drop_caches ]; }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
+# peak_heap PID: the largest RssAnon (KiB) of PID until it exits.
+peak_heap() {
+    local pid=$1 peak=0 kb
+    while kb=$(awk '/^RssAnon:/ {print $2}' "/proc/$pid/status" 2>/dev/null) && [ -n "$kb" ]; do
+        [ "$kb" -gt "$peak" ] && peak=$kb
+        sleep 0.01
+    done
+    echo "$peak"
+}
+
 # measure LABEL MODE(warm|cold) COMMAND...: appends a table row.
 measure() {
     local label=$1 mode=$2; shift 2
-    local walls=() cpus=() rss=0
+    local walls=() cpus=() rss=0 heap=0
     for _ in $(seq "$runs"); do
         [ "$mode" = cold ] && drop_caches
-        /usr/bin/time -o "$cache/time.out" -f "%e %U %S %M" "$@" >/dev/null 2>&1 || true
+        /usr/bin/time -o "$cache/time.out" -f "%e %U %S %M" "$@" >/dev/null 2>&1 &
+        local timer=$! h=0 child=
+        # The tool is /usr/bin/time's only child.
+        while [ -z "$child" ] && kill -0 "$timer" 2>/dev/null; do
+            child=$(awk '{print $1}' "/proc/$timer/task/$timer/children" 2>/dev/null)
+        done
+        [ -n "$child" ] && h=$(peak_heap "$child")
+        wait "$timer" || true
+        [ "$h" -gt "$heap" ] && heap=$h
         read -r wall user sys maxrss < "$cache/time.out"
         walls+=("$wall")
         cpus+=("$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')")
@@ -65,8 +94,8 @@ measure() {
     local mw mc
     mw=$(printf '%s\n' "${walls[@]}" | sort -g | sed -n "$(( (runs + 1) / 2 ))p")
     mc=$(printf '%s\n' "${cpus[@]}" | sort -g | sed -n "$(( (runs + 1) / 2 ))p")
-    rows+=("| $label | $mode | $mw | $mc | $((rss / 1024)) |")
-    echo "$label ($mode): ${mw}s wall, ${mc}s cpu, $((rss / 1024)) MiB peak" >&2
+    rows+=("| $label | $mode | $mw | $mc | $((rss / 1024)) | $((heap / 1024)) |")
+    echo "$label ($mode): ${mw}s wall, ${mc}s cpu, $((rss / 1024)) MiB peak, $((heap / 1024)) MiB heap" >&2
 }
 
 used_bytes() {
@@ -97,6 +126,30 @@ time_tools() {
     fi
 }
 
+# time_big POOL LABEL BINARY: the read-only tools users run at the
+# largest sizes (boot-time checks, monitoring).
+time_big() {
+    local name=$1 who=$2 bin=$3 img=$cache/$1.bin
+    measure "$name ${who}thin_check" warm "$bin" thin_check -q "$img"
+    measure "$name ${who}thin_ls" warm "$bin" thin_ls "$img"
+    measure "$name ${who}thin_dump to a file" warm "$bin" thin_dump -o "$cache/$name.dump.xml" "$img"
+    rm -f "$cache/$name.dump.xml"
+}
+
+bench_big() {
+    local name=$1 img=$cache/$1.bin used mib
+    used=$(used_bytes "$img")
+    mib=$(( (used + 1048575) / 1048576 ))
+    measure "$name sequential read of ${mib} MiB (floor)" warm dd if="$img" of=/dev/null bs=1M count="$mib"
+    time_big "$name" "" "$dmpd"
+    if [ -n "${REF_TOOLS:-}" ] && [ -x "$REF_TOOLS" ]; then
+        local saved=$runs
+        runs=1
+        time_big "$name" "reference 1.x " "$REF_TOOLS"
+        runs=$saved
+    fi
+}
+
 bench_pool() {
     local name=$1 img=$cache/$1.bin xml=$cache/$1.xml
     local scratch=$cache/$name.restore.bin
@@ -122,21 +175,10 @@ bench_pool() {
     fi
 }
 
-if [ "$which" = m10 ] || [ "$which" = all ]; then
-    build_input m10 1G --mappings 10000000 --snaps 8
-    bench_pool m10
-fi
-if [ "$which" = m50 ] || [ "$which" = all ]; then
-    build_input m50 4G --mappings 50000000 --snaps 8 --seed 2
-    bench_pool m50
-fi
-
-cgen=../shared/bench/gen_cache_xml.py
-
 build_cache_input() {
     local name=$1 size=$2; shift 2
     if [ ! -s "$cache/$name.xml" ]; then
-        python3 "$cgen" "$@" > "$cache/$name.xml.tmp" && mv "$cache/$name.xml.tmp" "$cache/$name.xml"
+        python3 ../shared/bench/gen_cache_xml.py "$@" > "$cache/$name.xml.tmp" && mv "$cache/$name.xml.tmp" "$cache/$name.xml"
     fi
     if [ ! -s "$cache/$name.bin" ] || [ "$cache/$name.xml" -nt "$cache/$name.bin" ]; then
         rm -f "$cache/$name.bin"
@@ -145,7 +187,49 @@ build_cache_input() {
     fi
 }
 
+# time_cache_tools CACHE LABEL BINARY: the cache writers of BINARY.
+time_cache_tools() {
+    local name=$1 who=$2 bin=$3
+    local img=$cache/$1.bin xml=$cache/$1.xml scratch=$cache/$1.restore.bin
+    rm -f "$scratch"; truncate -s "$(stat -c %s "$img")" "$scratch"
+    measure "$name ${who}cache_restore ($(( $(stat -c %s "$xml") / 1048576 )) MiB XML)" warm "$bin" cache_restore -i "$xml" -o "$scratch"
+    measure "$name ${who}cache_dump to a file" warm "$bin" cache_dump -o "$cache/$name.dump.xml" "$img"
+    measure "$name ${who}cache_repair (healthy input)" warm "$bin" cache_repair -i "$img" -o "$scratch"
+    rm -f "$scratch" "$cache/$name.dump.xml"
+}
+
 bench_cache() {
+    local name=$1
+    check_cache "$name"
+    time_cache_tools "$name" "" "$dmpd"
+    if [ -n "${REF_TOOLS:-}" ] && [ -x "$REF_TOOLS" ]; then
+        local saved=$runs
+        runs=1
+        time_cache_tools "$name" "reference 1.x " "$REF_TOOLS"
+        runs=$saved
+    fi
+}
+
+load_before=$(uptime | sed 's/.*load average: //')
+for pool in $which; do
+    case $pool in
+        m10)
+            build_input m10 1G --mappings 10000000 --snaps 8
+            bench_pool m10 ;;
+        m50)
+            build_input m50 4G --mappings 50000000 --snaps 8 --seed 2
+            bench_pool m50 ;;
+        m16g)
+            build_input m16g 16G --mappings 70000000 --snaps 32 --diverge 0.2 --seed 3
+            bench_big m16g ;;
+        cache) ;; # below, after the pools
+        *) echo "unknown size '$pool' (m10, m50, m16g, cache, all)" >&2; exit 1 ;;
+    esac
+done
+load_after=$(uptime | sed 's/.*load average: //')
+
+
+check_cache() {
     local name=$1 img=$cache/$1.bin saved=$runs
     measure "$name cache_check" warm "$dmpd" cache_check -q "$img"
     runs=1
@@ -161,7 +245,7 @@ bench_cache() {
     fi
 }
 
-if [ "$which" = cache ] || [ "$which" = all ]; then
+if [[ " $which " == *" cache "* ]]; then
     thin_rows=("${rows[@]}")
     rows=()
     build_cache_input c33m 1G --nr-blocks 33000000 --resident 0.01
@@ -176,9 +260,10 @@ if [ "$which" = cache ] || [ "$which" = all ]; then
         echo
         echo "Written by \`bench/run.sh $which\` on $(date -u +%Y-%m-%d); median of $runs runs (Debian's and the reference's: one run)."
         echo "c33m: 33,000,000 cache blocks, 1 % resident (a 3-level mapping index); c2m: 2,000,000 blocks, all resident, 25 % dirty."
+        echo "Load average when the section was written: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores). Peak RSS counts the mapped metadata pages read (c33m's image holds about 400 MiB of metadata)."
         echo
-        echo "| work | cache | wall (s) | CPU (s) | peak RSS (MiB) |"
-        echo "|---|---|---:|---:|---:|"
+        echo "| work | cache | wall (s) | CPU (s) | peak RSS (MiB) | peak heap (MiB) |"
+        echo "|---|---|---:|---:|---:|---:|"
         printf '%s\n' "${cache_rows[@]}"
     } > "$section"
     if [ "$which" = cache ]; then
@@ -200,12 +285,13 @@ fi
     echo
     echo "Written by \`bench/run.sh $which\` on $(date -u +%Y-%m-%d) ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB)."
     echo "Median of $runs runs (Debian's 0.9.0 tools and the reference 1.x: one run). CPU = user + system."
-    echo "Peak RSS includes the mapped metadata pages a tool touched."
+    echo "Peak RSS includes the mapped metadata pages a tool touched; peak heap is anonymous memory only."
+    echo "Load average (1, 5, 15 min) before the run: $load_before; after: $load_after."
     echo
-    echo "| work | cache | wall (s) | CPU (s) | peak RSS (MiB) |"
-    echo "|---|---|---:|---:|---:|"
+    echo "| work | cache | wall (s) | CPU (s) | peak RSS (MiB) | peak heap (MiB) |"
+    echo "|---|---|---:|---:|---:|---:|"
     printf '%s\n' "${rows[@]}"
-    if [ -f "$cache/cache-section.md" ] && [ "$which" = all ]; then
+    if [[ " $which " == *" cache "* ]]; then
         echo
         cat "$cache/cache-section.md"
     fi

@@ -928,6 +928,484 @@ fn cache_check_names_bad_inputs_and_other_targets_metadata() {
     report(&outcomes);
 }
 
+/// The cache tools, with cache inputs: `Reads::Binary` is cache
+/// metadata, `Reads::Xml` cache XML.
+const CACHE_TOOLS: &[Tool] = &[
+    tool(
+        "cache_dump",
+        &["IN", "-o", "OUT"],
+        Reads::Binary,
+        Writes::Text,
+    ),
+    tool(
+        "cache_repair",
+        &["-i", "IN", "-o", "OUT"],
+        Reads::Binary,
+        Writes::Metadata,
+    ),
+    tool(
+        "cache_restore",
+        &["-i", "IN", "-o", "OUT"],
+        Reads::Xml,
+        Writes::Metadata,
+    ),
+];
+
+/// A small cache in both forms the cache tools read.
+fn good_cache_inputs(s: &Scratch) -> Inputs {
+    let mut xml = String::from(
+        "<superblock uuid=\"\" block_size=\"64\" nr_cache_blocks=\"2000\" policy=\"smq\" hint_width=\"4\">\n  <mappings>\n",
+    );
+    for c in (0..2000).step_by(3) {
+        xml += &format!(
+            "    <mapping cache_block=\"{c}\" origin_block=\"{}\" dirty=\"{}\"/>\n",
+            5 * c,
+            c % 2 == 0
+        );
+    }
+    xml += "  </mappings>\n  <hints>\n  </hints>\n</superblock>";
+    let xml_path = s.path("cache.xml");
+    std::fs::write(&xml_path, xml).unwrap();
+    let binary = s.path("cache.bin");
+    std::fs::File::create(&binary)
+        .unwrap()
+        .set_len(4 << 20)
+        .unwrap();
+    let o = run(
+        "cache_restore",
+        &[
+            "-i",
+            xml_path.to_str().unwrap(),
+            "-o",
+            binary.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    Inputs {
+        binary,
+        xml: xml_path,
+        pack: PathBuf::new(),
+        data: PathBuf::new(),
+    }
+}
+
+/// A bad input to a cache tool and the words its message must hold
+/// (binary: cache_dump and cache_repair; xml: cache_restore).
+struct CacheBadInput {
+    name: &'static str,
+    make: fn(&Scratch, &Inputs) -> PathBuf,
+    binary: &'static str,
+    xml: &'static str,
+}
+
+const CACHE_BAD_INPUTS: &[CacheBadInput] = &[
+    CacheBadInput {
+        name: "missing path",
+        make: |s, _| s.path("no-such-file"),
+        binary: "Couldn't find input file",
+        xml: "Couldn't find input file",
+    },
+    CacheBadInput {
+        name: "directory",
+        make: |s, _| {
+            let d = s.path("a-directory");
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        },
+        binary: "Not a block device or regular file",
+        xml: "Not a block device or regular file",
+    },
+    CacheBadInput {
+        name: "empty file",
+        make: |s, _| write(s, "empty", b""),
+        binary: "too small to hold metadata (0 bytes",
+        xml: "is empty",
+    },
+    CacheBadInput {
+        name: "shorter than a block",
+        make: |s, i| {
+            let b = std::fs::read(&i.binary).unwrap();
+            write(s, "short", &b[..100])
+        },
+        binary: "too small to hold metadata (100 bytes",
+        xml: "binary data, not XML",
+    },
+    CacheBadInput {
+        name: "truncated image",
+        make: |s, i| {
+            let b = std::fs::read(&i.binary).unwrap();
+            write(s, "truncated.bin", &b[..3 * 4096])
+        },
+        binary: "looks truncated",
+        xml: "binary cache metadata, not XML",
+    },
+    CacheBadInput {
+        name: "zeroed",
+        make: |s, _| write(s, "zeroed.bin", &vec![0u8; 1 << 20]),
+        binary: "bad checksum in superblock",
+        xml: "binary data, not XML",
+    },
+    CacheBadInput {
+        name: "text file",
+        make: |s, _| {
+            write(
+                s,
+                "notes.txt",
+                "cache notes, nothing more\n".repeat(400).as_bytes(),
+            )
+        },
+        binary: "holds text",
+        xml: "text that is not XML",
+    },
+    CacheBadInput {
+        name: "gzip cut short",
+        make: |s, i| {
+            use std::io::Write;
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(&std::fs::read(&i.binary).unwrap()).unwrap();
+            let gz = gz.finish().unwrap();
+            write(s, "cut.bin.gz", &gz[..gz.len() / 2])
+        },
+        binary: "corrupt gzip stream",
+        xml: "gzip-compressed",
+    },
+    CacheBadInput {
+        name: "XML where binary is expected",
+        make: |s, i| {
+            let mut x = std::fs::read(&i.xml).unwrap();
+            x.extend(std::iter::repeat_n(b' ', 8192));
+            write(s, "given.xml", &x)
+        },
+        binary: "looks like XML",
+        xml: "",
+    },
+    CacheBadInput {
+        name: "thin metadata",
+        make: |s, _| {
+            write(
+                s,
+                "thin.bin",
+                &other_superblock(dmpd::io::BlockKind::ThinSuperblock),
+            )
+        },
+        binary: "this is thin metadata",
+        xml: "binary thin metadata, not XML",
+    },
+    CacheBadInput {
+        name: "era metadata",
+        make: |s, _| {
+            write(
+                s,
+                "era.bin",
+                &other_superblock(dmpd::io::BlockKind::EraSuperblock),
+            )
+        },
+        binary: "this is era metadata",
+        xml: "binary era metadata, not XML",
+    },
+    CacheBadInput {
+        name: "thin XML",
+        make: |s, _| {
+            let x = std::fs::read(own_fixture("snapshots.xml")).unwrap();
+            write(s, "thin.xml", &x)
+        },
+        binary: "looks like XML",
+        xml: "unknown attribute 'time' in <superblock>",
+    },
+];
+
+#[test]
+fn bad_inputs_to_the_cache_tools_are_named_and_change_nothing() {
+    let s = Scratch::new("bad-cache-input");
+    let inputs = good_cache_inputs(&s);
+    let mut outcomes = Vec::new();
+    for bad in CACHE_BAD_INPUTS {
+        let input = (bad.make)(&s, &inputs);
+        for t in CACHE_TOOLS {
+            let words = match t.reads {
+                Reads::Xml => bad.xml,
+                _ => bad.binary,
+            };
+            if words.is_empty() {
+                continue;
+            }
+            let output = s.path(&format!("out-{}", t.name));
+            let _ = std::fs::remove_file(&output);
+            if t.writes == Writes::Metadata {
+                std::fs::write(&output, vec![0x3cu8; 4 << 20]).unwrap();
+            } else {
+                std::fs::write(&output, b"an earlier output").unwrap();
+            }
+            let args = substitute(t, &input, &output, &inputs.data);
+            let shown_input = shown(&input);
+            outcomes.push(row(
+                t,
+                bad.name,
+                dmpd_tool(t),
+                &args,
+                &[&input, &output],
+                64,
+                &[words, &shown_input],
+            ));
+        }
+    }
+    report(&outcomes);
+}
+
+#[test]
+fn cache_outputs_that_are_inputs_or_unusable_are_refused() {
+    let s = Scratch::new("bad-cache-output");
+    let inputs = good_cache_inputs(&s);
+    let mut outcomes = Vec::new();
+    for t in CACHE_TOOLS {
+        let input = match t.reads {
+            Reads::Xml => &inputs.xml,
+            _ => &inputs.binary,
+        };
+        let link = s.path(&format!("link-{}", t.name));
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(input, &link).unwrap();
+        let hard = s.path(&format!("hard-{}", t.name));
+        let _ = std::fs::remove_file(&hard);
+        std::fs::hard_link(input, &hard).unwrap();
+        for (case, out) in [
+            ("the input itself", input.clone()),
+            ("a symlink to the input", link.clone()),
+            ("a hard link to the input", hard.clone()),
+        ] {
+            let args = substitute(t, input, &out, &inputs.data);
+            outcomes.push(row(
+                t,
+                &format!("output is {case}"),
+                dmpd_tool(t),
+                &args,
+                &[input, &link, &hard],
+                64,
+                &["refusing to write", "same file as the input", &shown(input)],
+            ));
+        }
+        let full = Path::new("/dev/full");
+        let full_words: &[&str] = match t.writes {
+            Writes::Metadata => &["Not a block device or regular file", "'/dev/full'"],
+            _ => &["No space left on device"],
+        };
+        let args = substitute(t, input, full, &inputs.data);
+        outcomes.push(row(
+            t,
+            "output is /dev/full",
+            dmpd_tool(t),
+            &args,
+            &[input],
+            64,
+            full_words,
+        ));
+        if t.writes == Writes::Metadata {
+            // Too small: the floor of ten blocks, and the true need.
+            for (case, bytes, words) in [
+                ("output below 40960 bytes", 4096, "too small"),
+                (
+                    "output too small for the metadata",
+                    12 * 4096,
+                    "the metadata needs at least 15 blocks (61440 bytes)",
+                ),
+            ] {
+                let small = s.path(&format!("small-{}", t.name));
+                std::fs::write(&small, vec![0xa5u8; bytes]).unwrap();
+                let args = substitute(t, input, &small, &inputs.data);
+                let shown_small = shown(&small);
+                outcomes.push(row(
+                    t,
+                    case,
+                    dmpd_tool(t),
+                    &args,
+                    &[input, &small],
+                    64,
+                    &[words, &shown_small],
+                ));
+            }
+        }
+        // Read-only output, as an unprivileged user.
+        let ro_dir = s.path(&format!("ro-{}", t.name));
+        std::fs::create_dir_all(&ro_dir).unwrap();
+        set_mode(&s.dir, 0o755);
+        set_mode(&ro_dir, 0o755);
+        let ro = ro_dir.join("out");
+        if t.writes == Writes::Metadata {
+            std::fs::write(&ro, vec![0x3cu8; 4 << 20]).unwrap();
+        } else {
+            std::fs::write(&ro, b"an earlier output").unwrap();
+        }
+        set_mode(&ro, 0o444);
+        set_mode(input, 0o644);
+        let args = substitute(t, input, &ro, &inputs.data);
+        outcomes.push(row(
+            t,
+            "output is read-only (unprivileged user)",
+            as_nobody(t),
+            &args,
+            &[input, &ro],
+            64,
+            &["Permission denied", &shown(&ro)],
+        ));
+        // The good input succeeds, and an unknown option exits as the
+        // exit table says.
+        let good = s.path(&format!("good-{}", t.name));
+        let _ = std::fs::remove_file(&good);
+        if t.writes == Writes::Metadata {
+            std::fs::File::create(&good)
+                .unwrap()
+                .set_len(4 << 20)
+                .unwrap();
+        }
+        let args = substitute(t, input, &good, &inputs.data);
+        outcomes.push(row(t, "good input", dmpd_tool(t), &args, &[input], 0, &[]));
+        let mut args = args.clone();
+        args.insert(0, "--no-such-option".into());
+        outcomes.push(row(
+            t,
+            "unknown option",
+            dmpd_tool(t),
+            &args,
+            &[input],
+            dmpd::commands::usage_status(t.name),
+            &["unexpected argument '--no-such-option' found"],
+        ));
+    }
+    report(&outcomes);
+}
+
+/// cache_writeback against bad metadata, origin and fast inputs: the
+/// input named, the status (65 where the metadata is read but fails the
+/// pre-check, 64 where a file cannot be used at all), no panic, and all
+/// three files unchanged.
+#[test]
+fn cache_writeback_names_bad_inputs_and_touches_nothing() {
+    let s = Scratch::new("bad-input-writeback");
+    let inputs = good_inputs(&s);
+    let wb = tool(
+        "cache_writeback",
+        &[
+            "--metadata-device",
+            "IN",
+            "--origin-device",
+            "OUT",
+            "--fast-device",
+            "DATA",
+        ],
+        Reads::Binary,
+        Writes::Nothing,
+    );
+    // A healthy cache with dirty blocks, and its devices.
+    let xml = write(
+        &s,
+        "w-cache.xml",
+        b"<superblock uuid=\"\" block_size=\"64\" nr_cache_blocks=\"8\" policy=\"smq\" hint_width=\"4\">\n  <mappings>\n    <mapping cache_block=\"1\" origin_block=\"3\" dirty=\"true\"/>\n  </mappings>\n</superblock>",
+    );
+    let meta = s.path("w-meta");
+    std::fs::File::create(&meta)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let o = run(
+        "cache_restore",
+        &["-i", xml.to_str().unwrap(), "-o", meta.to_str().unwrap()],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let fast = write(&s, "w-fast", &vec![0xfa; 8 * 32768]);
+    let origin = write(&s, "w-origin", &vec![0x0e; 8 * 32768]);
+    let dir = s.path("w-dir");
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = s.path("no-such-file");
+
+    let mut outcomes = Vec::new();
+    let metadata_rows: Vec<(&str, PathBuf, i32, &str)> = vec![
+        (
+            "missing path",
+            missing.clone(),
+            64,
+            "Couldn't find input file",
+        ),
+        (
+            "directory",
+            dir.clone(),
+            64,
+            "Not a block device or regular file",
+        ),
+        (
+            "empty file",
+            write(&s, "w-empty", b""),
+            64,
+            "too small to hold metadata (0 bytes",
+        ),
+        (
+            "text file",
+            write(&s, "w-notes.txt", "cache notes\n".repeat(800).as_bytes()),
+            65,
+            "holds text",
+        ),
+        (
+            "thin metadata",
+            inputs.binary.clone(),
+            65,
+            "this is thin metadata",
+        ),
+    ];
+    for (case, input, status, words) in &metadata_rows {
+        let args = substitute(&wb, input, &origin, &fast);
+        outcomes.push(row(
+            &wb,
+            &format!("metadata: {case}"),
+            dmpd_tool(&wb),
+            &args,
+            &[input, &origin, &fast],
+            *status,
+            &[words, &shown(input)],
+        ));
+    }
+    for (case, bad, words) in [
+        ("missing path", &missing, "Couldn't find input file"),
+        ("directory", &dir, "Not a block device or regular file"),
+    ] {
+        let args = substitute(&wb, &meta, bad, &fast);
+        outcomes.push(row(
+            &wb,
+            &format!("origin: {case}"),
+            dmpd_tool(&wb),
+            &args,
+            &[&meta, &fast],
+            64,
+            &[words, &shown(bad)],
+        ));
+        let args = substitute(&wb, &meta, &origin, bad);
+        outcomes.push(row(
+            &wb,
+            &format!("fast: {case}"),
+            dmpd_tool(&wb),
+            &args,
+            &[&meta, &origin],
+            64,
+            &[words, &shown(bad)],
+        ));
+    }
+    // The origin is the fast device, or the metadata.
+    for (case, o, f) in [
+        ("origin is the fast device", &fast, &fast),
+        ("origin is the metadata", &meta, &fast),
+    ] {
+        let args = substitute(&wb, &meta, o, f);
+        outcomes.push(row(
+            &wb,
+            case,
+            dmpd_tool(&wb),
+            &args,
+            &[&meta, o, f],
+            64,
+            &["same file", &shown(o)],
+        ));
+    }
+    report(&outcomes);
+}
+
 /// The era tools against bad input, other targets' metadata and unusable
 /// outputs: exit 64 (1 for era_check and era_repair's command-line
 /// errors), the input named, nothing changed, no panic; and a healthy

@@ -619,3 +619,50 @@ fn a_cache_of_33_million_blocks_has_a_three_level_index_and_checks() {
         )
     );
 }
+
+#[test]
+fn superblock_fields_the_arrays_depend_on() {
+    let s = Scratch::new("cache-sb-fields");
+    let edit = |f: &dyn Fn(&mut Superblock)| {
+        let mut bytes = dmpd::testing::cache_image(2, 1100, 64);
+        let mut sb = Superblock::parse(&bytes[..4096]);
+        f(&mut sb);
+        sb.write_fields(&mut bytes[..4096]);
+        seal(&mut bytes[..4096], BlockKind::CacheSuperblock);
+        bytes
+    };
+    let path = write(&s, "hint8", &edit(&|sb| sb.policy_hint_size = 8));
+    assert_eq!(
+        check(&path, &[]),
+        (
+            64,
+            String::new(),
+            "policy hint size is 8 bytes; only 4-byte hints are supported\n\
+             metadata contains errors: 1 fatal problem(s) found\n"
+                .to_string()
+        )
+    );
+    // Not looked at when the hints are skipped.
+    assert_eq!(check(&path, &["--skip-hints"]).0, 0);
+    // Fatal even when only the superblock is checked.
+    let path = write(&s, "dbs0", &edit(&|sb| sb.data_block_size = 0));
+    assert_eq!(
+        check(&path, &["--super-block-only"]),
+        (
+            64,
+            String::new(),
+            "superblock data block size is 0 sectors\n\
+             metadata contains errors: 1 fatal problem(s) found\n"
+                .to_string()
+        )
+    );
+    let path = write(&s, "v2root0", &edit(&|sb| sb.dirty_root = Some(0)));
+    assert_eq!(check(&path, &["-q"]), (64, String::new(), String::new()));
+    assert_eq!(
+        check(&path, &[]).2,
+        format!(
+            "'{}': dirty bitset not found: the format 2 superblock's dirty bitset root is 0\n",
+            path.display()
+        )
+    );
+}

@@ -25,7 +25,8 @@ fn crashes_found_by_fuzzing_stay_fixed() {
         + replay("parse_blocks", dmpd::testing::exercise_block)
         + replay("xml_reader", dmpd::testing::exercise_xml)
         + replay("pack_reader", dmpd::testing::exercise_pack)
-        + replay("cache_reader", dmpd::testing::exercise_cache_image);
+        + replay("cache_reader", dmpd::testing::exercise_cache_image)
+        + replay("cache_xml_reader", dmpd::testing::exercise_cache_xml);
     assert!(n >= 1, "no regression inputs found");
 }
 
@@ -41,4 +42,9 @@ fn the_seed_corpora_run_clean() {
     );
     replay("../corpus/era_image", dmpd::testing::exercise_era_image);
     replay("../corpus/era_xml", dmpd::testing::exercise_era_xml);
+    let n = replay(
+        "../corpus/cache_xml_reader",
+        dmpd::testing::exercise_cache_xml,
+    );
+    assert!(n >= 3, "the cache XML seeds are missing");
 }

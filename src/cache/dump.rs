@@ -19,6 +19,7 @@ use roaring::{RoaringBitmap, RoaringTreemap};
 
 use crate::io::BlockSource;
 
+use super::hint::HINT_SIZE;
 use super::mapping::{DIRTY, VALID};
 use super::read::{CacheMetadata, Entry, ReadOptions, Structure};
 use super::restore::ItemSource;
@@ -40,18 +41,27 @@ pub fn open<'a>(src: &'a BlockSource, opts: &DumpOptions) -> Result<CacheMetadat
             discards: false,
         },
     )
-    .with_context(|| {
-        format!(
-            "cannot read the cache metadata in '{}'",
+    .map_err(|e| {
+        let what = crate::io::input::what_it_holds(src.head(crate::io::BLOCK_SIZE), "cache")
+            .map(|w| format!("; {w}"))
+            .unwrap_or_default();
+        anyhow::anyhow!(
+            "cannot read the cache metadata in '{}': {e}{what}",
             src.path().display()
         )
     })?;
+    let truncated = crate::io::input::truncation(src, md.sb.metadata_sm_root.nr_blocks);
     if !opts.repair {
         let damage: Vec<_> = md
             .damage()
             .into_iter()
             .filter(|d| d.structure != Structure::Discards)
             .collect();
+        if let Some(t) = &truncated {
+            if !damage.is_empty() {
+                bail!("{t}; {} of its structures cannot be read", damage.len());
+            }
+        }
         if let Some(first) = damage.first() {
             let more = match damage.len() {
                 1 => String::new(),
@@ -61,6 +71,22 @@ pub fn open<'a>(src: &'a BlockSource, opts: &DumpOptions) -> Result<CacheMetadat
             bail!(
                 "'{}': {first}{more}; cache_dump --repair (or cache_repair) salvages everything \
                  else",
+                src.path().display()
+            );
+        }
+    }
+    if opts.repair {
+        // Nothing of the mappings readable: an empty cache would pass for
+        // one without dirty data, and its origin would be read stale.
+        let nr = md.cache_blocks();
+        let all_lost = nr > 0
+            && md.damage().iter().any(|d| {
+                d.structure == Structure::Mappings && d.lost.start == 0 && d.lost.end >= nr
+            });
+        if all_lost {
+            let why = truncated.unwrap_or_else(|| "its mapping array cannot be read".into());
+            bail!(
+                "nothing could be salvaged from '{}': {why}",
                 src.path().display()
             );
         }
@@ -106,6 +132,8 @@ pub struct MetadataItems<'m, 'a> {
     origins: RoaringTreemap,
     /// Cache blocks whose mapping was dropped (their hints go too).
     dropped: RoaringBitmap,
+    /// Repair drops hints of a size no checker accepts.
+    no_hints: bool,
     /// Why entries were dropped, for the caller to print.
     pub warnings: Vec<String>,
     at: u64,
@@ -120,6 +148,7 @@ impl<'m, 'a> MetadataItems<'m, 'a> {
             iter: None,
             origins: RoaringTreemap::new(),
             dropped: RoaringBitmap::new(),
+            no_hints: false,
             warnings: Vec::new(),
             at: 0,
         }
@@ -174,6 +203,9 @@ impl<'m, 'a> MetadataItems<'m, 'a> {
     }
 
     fn hint(&self, e: &Entry) -> Option<Item> {
+        if self.no_hints {
+            return None;
+        }
         let data = e.hint?;
         if self.dropped.contains(e.cblock as u32) || data.len() > MAX_HINT_BYTES {
             return None;
@@ -192,7 +224,19 @@ impl<'m, 'a> MetadataItems<'m, 'a> {
             match self.stage {
                 Stage::Superblock => {
                     self.stage = Stage::BeginMappings;
-                    return Some(Item::Superblock(Self::superblock_attrs(self.md)));
+                    let mut sb = Self::superblock_attrs(self.md);
+                    if self.repair && sb.hint_width != 0 && sb.hint_width != HINT_SIZE {
+                        // No checker accepts other hints: the policy
+                        // rebuilds them.
+                        self.warnings.push(format!(
+                            "policy hint size {} is not the kernel's {HINT_SIZE}: the hints are \
+                             dropped",
+                            sb.hint_width
+                        ));
+                        sb.hint_width = 0;
+                        self.no_hints = true;
+                    }
+                    return Some(Item::Superblock(sb));
                 }
                 Stage::BeginMappings => {
                     self.stage = Stage::Mappings;

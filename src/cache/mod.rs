@@ -19,4 +19,5 @@ pub mod read;
 pub mod repair;
 pub mod restore;
 pub mod superblock;
+pub mod writeback;
 pub mod xml;

@@ -437,7 +437,7 @@ pub fn validate_reader(input: &[u8], version: u32) -> XmlResult<Plan> {
 fn located(path: &Path, e: XmlError) -> anyhow::Error {
     let (line, col) = super::xml::locate(path, e.offset);
     anyhow!(
-        "{}: line {line}, column {col}: {}",
+        "'{}': line {line}, column {col}: {}",
         path.display(),
         e.message
     )
@@ -461,7 +461,7 @@ fn first_mapping_of(doc: &[u8], origin: u64) -> Option<u32> {
 /// result; errors name the file, line and column.
 pub fn validate(path: &Path, version: u32) -> Result<Plan> {
     let doc = XmlDoc::open(path).with_context(|| format!("cannot read '{}'", path.display()))?;
-    match Validator::new(version).run(&mut CacheXmlItems::new(doc.bytes())) {
+    match Validator::new(version).run(&mut CacheXmlItems::of_doc(&doc)) {
         Ok(plan) => Ok(plan),
         Err(Failure::At(e)) => Err(located(path, e)),
         Err(Failure::Twice { origin, second, at }) => {
@@ -645,10 +645,10 @@ pub fn restore_to<S: BlockSink>(
         XmlDoc::open(xml_path).with_context(|| format!("cannot read '{}'", xml_path.display()))?;
     let place = |at: u64| {
         let (line, col) = super::xml::locate(xml_path, at);
-        format!("{}: line {line}, column {col}", xml_path.display())
+        format!("'{}': line {line}, column {col}", xml_path.display())
     };
     build_items(
-        &mut CacheXmlItems::new(doc.bytes()),
+        &mut CacheXmlItems::of_doc(&doc),
         &place,
         &plan,
         opts,

@@ -97,17 +97,46 @@ pub const MAX_ORIGIN_BLOCK: u64 = (1 << 48) - 1;
 /// The items of a cache XML document held in memory.
 pub struct CacheXmlItems<'a> {
     reader: Reader<&'a [u8]>,
+    /// The mapped document, whose pages behind the parser are let go.
+    doc: Option<&'a XmlDoc>,
+    released: u64,
 }
+
+/// Bytes parsed between releases of the mapped pages behind, and how far
+/// behind the parser the release stays.
+const RELEASE_EVERY: u64 = 32 << 20;
+const RELEASE_LAG: u64 = 16 << 20;
 
 impl<'a> CacheXmlItems<'a> {
     pub fn new(input: &'a [u8]) -> Self {
         let mut reader = Reader::from_reader(input);
         reader.config_mut().check_end_names = true;
-        CacheXmlItems { reader }
+        CacheXmlItems {
+            reader,
+            doc: None,
+            released: 0,
+        }
+    }
+
+    /// The items of a mapped document; the pages the parser has passed
+    /// leave the resident set as it goes, so a large document costs no
+    /// more memory than a buffered read of it.
+    pub fn of_doc(doc: &'a XmlDoc) -> Self {
+        CacheXmlItems {
+            doc: Some(doc),
+            ..Self::new(doc.bytes())
+        }
     }
 
     /// The next item and the byte offset where it starts; None at the end.
     pub fn next_item(&mut self) -> XmlResult<Option<(Item, u64)>> {
+        if let Some(doc) = self.doc {
+            let at = self.reader.buffer_position();
+            if at >= self.released + RELEASE_EVERY + RELEASE_LAG {
+                self.released = at - RELEASE_LAG;
+                doc.release_before(self.released as usize);
+            }
+        }
         let Some((markup, at)) = next_markup(&mut self.reader)? else {
             return Ok(None);
         };

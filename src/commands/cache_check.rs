@@ -213,12 +213,13 @@ fn repairable(kind: &str) -> bool {
 
 /// The tool's success or final error, from what the check found.
 fn verdict(cli: &Cli, r: &CheckResult, repairing: bool) -> Result<()> {
-    if let Some(why) = &r.aborted {
-        let fatal = r.findings.iter().filter(|f| f.is_fatal()).count();
-        if fatal > 0 {
-            bail!("{why}: {fatal} fatal problem(s) found");
-        }
-        bail!("{why}");
+    let fatal = r.findings.iter().filter(|f| f.is_fatal()).count();
+    match (&r.aborted, fatal) {
+        (Some(why), 0) => bail!("{why}"),
+        (Some(why), n) => bail!("{why}: {n} fatal problem(s) found"),
+        // A superblock field found fatal under --super-block-only.
+        (None, n) if n > 0 => bail!("metadata contains errors: {n} fatal problem(s) found"),
+        _ => {}
     }
     if !r.has_non_fatal() || cli.ignore_non_fatal_errors {
         return Ok(());

@@ -13,6 +13,7 @@ pub mod cache_generate_damage;
 pub mod cache_metadata_size;
 pub mod cache_repair;
 pub mod cache_restore;
+pub mod cache_writeback;
 pub mod era_check;
 pub mod era_dump;
 pub mod era_generate_damage;
@@ -151,6 +152,11 @@ pub const TOOLS: &[Tool] = &[
         "Salvage damaged dm-era metadata into a new device or file"
     ),
     tool!(era_restore, Linked, "Build binary dm-era metadata from XML"),
+    tool!(
+        cache_writeback,
+        Linked,
+        "Write a cache's dirty blocks back to the origin device, offline"
+    ),
     tool!(thin_check, Linked, "Validate thin-pool metadata"),
     tool!(
         thin_delta,

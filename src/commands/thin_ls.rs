@@ -13,7 +13,7 @@ use crate::io::source::{BlockSource, OpenOptions};
 use crate::report::Reporter;
 use crate::thin::device_details::DeviceDetails;
 use crate::thin::devices::{read_devices_strict, unmatched_ids};
-use crate::thin::ls::{count_devices, DeviceCounts};
+use crate::thin::ls::{count_devices_with, DeviceCounts};
 use crate::thin::superblock::live_and_chosen;
 
 const DEFAULT_FIELDS: &str = "DEV,MAPPED,CREATE_TIME,SNAP_TIME";
@@ -69,6 +69,22 @@ const FIELDS: &[(&str, Field)] = &[
 impl Field {
     fn name(self) -> &'static str {
         FIELDS.iter().find(|(_, f)| *f == self).unwrap().0
+    }
+
+    /// Whether the field needs each data block's use count (exclusive
+    /// and shared figures), not just the walk.
+    fn needs_exclusive(self) -> bool {
+        matches!(
+            self,
+            Field::ExclusiveBlocks
+                | Field::SharedBlocks
+                | Field::ExclusiveSectors
+                | Field::SharedSectors
+                | Field::ExclusiveBytes
+                | Field::SharedBytes
+                | Field::Exclusive
+                | Field::Shared
+        )
     }
 
     /// Whether the field needs the mapping trees walked.
@@ -171,7 +187,8 @@ fn run_cli(cli: Cli) -> Result<()> {
         .map_err(|e| anyhow::anyhow!(e))?;
     let counts = if cli.fields.iter().any(|f| f.needs_counts()) {
         Reporter::new(false).line("Scanning data mappings");
-        count_devices(&src, &roots, live.data_sm_root.nr_blocks)?
+        let exclusive = cli.fields.iter().any(|f| f.needs_exclusive());
+        count_devices_with(&src, &roots, live.data_sm_root.nr_blocks, exclusive)?
     } else {
         BTreeMap::new()
     };

@@ -306,8 +306,8 @@ fn offline(
         }
         (runs, header.data_block_size, None)
     } else {
-        let (_, sb) = live_and_chosen(&src, cli.metadata_snap)?;
-        let runs = mappings(&src, &sb, id)?;
+        let (live_sb, sb) = live_and_chosen(&src, cli.metadata_snap)?;
+        let runs = mappings(&src, &sb, id, live_sb.data_sm_root.nr_blocks)?;
         let d = match cli.delta_id {
             Some(base) => Some(delta(&src, &sb, base, id)?),
             None => None,
@@ -458,7 +458,7 @@ fn live(
 
     let src = BlockSource::open(&meta_path, OpenOptions { exclusive: false })?;
     check_binary(&src, false)?;
-    let (_, sb) = live_and_chosen(&src, true).map_err(|e| {
+    let (live_sb, sb) = live_and_chosen(&src, true).map_err(|e| {
         anyhow::anyhow!(
             "{e}: the pool's metadata '{}' has no snapshot to read the mappings from \
              (reserve one first: dmsetup message POOL 0 reserve_metadata_snap)",
@@ -474,7 +474,7 @@ fn live(
     }
     let bb = pool.block_sectors * 512;
     let id = thin.dev_id;
-    let runs = mappings(&src, &sb, id)?;
+    let runs = mappings(&src, &sb, id, live_sb.data_sm_root.nr_blocks)?;
 
     let source_file = File::options()
         .read(true)

@@ -205,55 +205,7 @@ pub fn copy_extents(job: &CopyJob, extents: &[Extent], progress: &Progress) -> C
             let p = &pieces[i];
             let data = buf.as_slice();
             for &(off, to, n) in &p.parts {
-                // Runs of blocks to write: read, and not zeros when the
-                // destination already reads as zeros.
-                let mut k = 0;
-                while k < n {
-                    let want = |k: u64| {
-                        let at = ((off + k) * bb) as usize;
-                        good[(off + k) as usize]
-                            && !(job.skip_zeros && all_zero(&data[at..at + bb as usize]))
-                    };
-                    if !want(k) {
-                        if good[(off + k) as usize] {
-                            report.copied += 1;
-                        }
-                        k += 1;
-                        continue;
-                    }
-                    let start = k;
-                    while k < n && want(k) {
-                        k += 1;
-                    }
-                    let at = ((off + start) * bb) as usize;
-                    let len = ((k - start) * bb) as usize;
-                    match job
-                        .dst
-                        .file
-                        .write_all_at(&data[at..at + len], (to + start) * bb)
-                    {
-                        Ok(()) => report.copied += k - start,
-                        Err(_) => {
-                            // Again block by block, to count exactly.
-                            for b in start..k {
-                                let at = ((off + b) * bb) as usize;
-                                let one = &data[at..at + bb as usize];
-                                if let Err(e) = job.dst.file.write_all_at(one, (to + b) * bb) {
-                                    report.write_errors += 1;
-                                    report.fail(format!(
-                                        "cannot write {} {} of '{}': {}",
-                                        job.dst.unit_name,
-                                        to + b,
-                                        job.dst.path.display(),
-                                        e
-                                    ));
-                                } else {
-                                    report.copied += 1;
-                                }
-                            }
-                        }
-                    }
-                }
+                write_part(job, data, &good, (off, to, n), &mut report);
                 progress.inc(n);
             }
             let _ = free_tx.send(buf);
@@ -269,6 +221,78 @@ pub fn copy_extents(job: &CopyJob, extents: &[Extent], progress: &Progress) -> C
         }
     });
     report
+}
+
+/// The unit of the zero test when zeros are left unwritten: a page, so
+/// a block that is mostly zeros stays mostly holes.
+const GRANULE: u64 = 4096;
+
+/// Writes one part of a piece read (`off`: its first block in the piece,
+/// `to`: its first destination block, `n` blocks): the blocks read, less
+/// the zero pages a fresh destination need not be given. A failed write
+/// is retried block by block, so only the blocks that cannot be written
+/// are counted.
+fn write_part(
+    job: &CopyJob,
+    data: &[u8],
+    good: &[bool],
+    (off, to, n): (u64, u64, u64),
+    report: &mut CopyReport,
+) {
+    let bb = job.block_bytes;
+    let g = if job.skip_zeros && bb.is_multiple_of(GRANULE) {
+        GRANULE
+    } else {
+        bb
+    };
+    let base = off * bb;
+    let granules = n * bb / g;
+    let want = |k: u64| {
+        let at = base + k * g;
+        good[(at / bb) as usize]
+            && !(job.skip_zeros && all_zero(&data[at as usize..(at + g) as usize]))
+    };
+    let write = |from: u64, to_byte: u64| -> std::io::Result<()> {
+        job.dst.file.write_all_at(
+            &data[from as usize..to_byte as usize],
+            to * bb + (from - base),
+        )
+    };
+    let mut failed: Vec<u64> = Vec::new();
+    let mut k = 0;
+    while k < granules {
+        if !want(k) {
+            k += 1;
+            continue;
+        }
+        let first = k;
+        while k < granules && want(k) {
+            k += 1;
+        }
+        let (from, until) = (base + first * g, base + k * g);
+        if write(from, until).is_ok() {
+            continue;
+        }
+        // Block by block, each block's share of the range.
+        for b in from / bb..until.div_ceil(bb) {
+            let lo = from.max(b * bb);
+            let hi = until.min((b + 1) * bb);
+            if let Err(e) = write(lo, hi) {
+                if failed.last() != Some(&b) {
+                    failed.push(b);
+                    report.fail(format!(
+                        "cannot write {} {} of '{}': {e}",
+                        job.dst.unit_name,
+                        to + (b - off),
+                        job.dst.path.display()
+                    ));
+                }
+            }
+        }
+    }
+    let read = (off..off + n).filter(|&b| good[b as usize]).count() as u64;
+    report.write_errors += failed.len() as u64;
+    report.copied += read - failed.len() as u64;
 }
 
 /// Reads all of `buf` from `offset`; a short read (the end of the file

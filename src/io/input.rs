@@ -98,6 +98,24 @@ pub fn what_it_holds(head: &[u8], expected: &str) -> Option<String> {
     None
 }
 
+/// Says that `src` looks truncated when the metadata device its
+/// superblock describes (`described` blocks, capped at what a space map
+/// addresses) is larger than what it holds.
+pub fn truncation(src: &BlockSource, described: u64) -> Option<String> {
+    let want = described.min(crate::pdata::space_map::bitmap::MAX_METADATA_BLOCKS);
+    let have = src.nr_blocks();
+    (have < want).then(|| {
+        format!(
+            "'{}' looks truncated: it holds {have} {} ({} bytes), but its superblock \
+             describes a metadata device of {want} blocks ({} bytes)",
+            src.path().display(),
+            if have == 1 { "block" } else { "blocks" },
+            src.len(),
+            want * BLOCK_SIZE as u64
+        )
+    })
+}
+
 /// Refuses an input given to an XML reader that is plainly not XML:
 /// empty, compressed, binary metadata or other binary data. Documents
 /// that start like XML go on to the parser, which names line and column.

@@ -17,14 +17,24 @@ use crate::pdata::refcount::RefCounter;
 /// Value size of mapping-tree leaves (a packed block/time).
 pub const MAPPING_VALUE_SIZE: u32 = 8;
 
-#[derive(Default)]
-struct Leaves {
+/// Collects the distinct leaves, and hands each to `also` as well.
+struct Leaves<'v, V> {
     blocks: Mutex<Vec<u64>>,
+    also: &'v V,
 }
 
-impl LeafVisitor for Leaves {
-    fn visit(&self, _tree: &str, block: u64, _leaf: NodeView<'_>) -> Option<Damage> {
+impl<V: LeafVisitor> LeafVisitor for Leaves<'_, V> {
+    fn visit(&self, tree: &str, block: u64, leaf: NodeView<'_>) -> Option<Damage> {
         self.blocks.lock().unwrap().push(block);
+        self.also.visit(tree, block, leaf)
+    }
+}
+
+/// Visits nothing more.
+struct Nothing;
+
+impl LeafVisitor for Nothing {
+    fn visit(&self, _tree: &str, _block: u64, _leaf: NodeView<'_>) -> Option<Damage> {
         None
     }
 }
@@ -47,9 +57,35 @@ pub fn validate(src: &BlockSource, roots: &BTreeMap<u64, u64>) -> Result<Forest>
 
 /// Validates the trees (name, root) strictly.
 pub fn validate_named(src: &BlockSource, roots: &[(String, u64)]) -> Result<Forest> {
+    validate_named_with(src, roots, &Nothing)
+}
+
+/// Validates the trees of `roots` strictly, handing each distinct valid
+/// leaf to `visitor` while it is in cache, so a tool that needs every
+/// leaf once does not read them all again after the walk.
+pub fn validate_with<V: LeafVisitor>(
+    src: &BlockSource,
+    roots: &BTreeMap<u64, u64>,
+    visitor: &V,
+) -> Result<Forest> {
+    let named: Vec<(String, u64)> = roots
+        .iter()
+        .map(|(id, root)| (format!("device {id}"), *root))
+        .collect();
+    validate_named_with(src, &named, visitor)
+}
+
+fn validate_named_with<V: LeafVisitor>(
+    src: &BlockSource,
+    roots: &[(String, u64)],
+    visitor: &V,
+) -> Result<Forest> {
     let scratch_refs = RefCounter::for_metadata(src.nr_blocks());
     let walker = Walker::new(src, &scratch_refs, true);
-    let leaves = Leaves::default();
+    let leaves = Leaves {
+        blocks: Mutex::new(Vec::new()),
+        also: visitor,
+    };
     let trees: Vec<(String, u64, Vec<u64>)> = roots
         .iter()
         .map(|(name, root)| (name.clone(), *root, vec![]))

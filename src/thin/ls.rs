@@ -21,6 +21,7 @@ use rayon::prelude::*;
 use crate::io::BlockSource;
 use crate::pdata::block_hash::BlockMap;
 use crate::pdata::btree::node::NodeView;
+use crate::pdata::btree::walk::{Damage, LeafVisitor};
 use crate::pdata::refcount::RefCounter;
 use crate::thin::block_time::{data_runs, BlockTime};
 use crate::thin::forest::{self, Forest};
@@ -46,11 +47,39 @@ pub fn count_devices(
     roots: &BTreeMap<u64, u64>,
     nr_data_blocks: u64,
 ) -> Result<BTreeMap<u64, DeviceCounts>> {
+    count_devices_with(src, roots, nr_data_blocks, true)
+}
+
+/// As `count_devices`; without `exclusive` the exclusive counts are left
+/// at 0 and the data blocks are not counted at all (the mapped counts
+/// and highest blocks come from the walk alone).
+pub fn count_devices_with(
+    src: &BlockSource,
+    roots: &BTreeMap<u64, u64>,
+    nr_data_blocks: u64,
+    exclusive: bool,
+) -> Result<BTreeMap<u64, DeviceCounts>> {
     let nr_blocks = src.nr_blocks();
+    // How often each data block is mapped: 0, 1 or more (the counters
+    // saturate at 3), counted during the walk, once per distinct leaf.
+    // Counting each leaf once rather than once per path to it loses
+    // nothing that matters: a block mapped by a leaf that one path
+    // reaches is shared exactly when it has another mapping, and every
+    // mapping of a leaf reached by several paths is shared anyway.
+    let uses = Uses {
+        counter: RefCounter::new(if exclusive { nr_data_blocks } else { 0 }),
+        counting: exclusive,
+        nr_data_blocks,
+        first_beyond: std::sync::Mutex::new(None),
+    };
     let Forest {
         leaves,
         internals: memo,
-    } = forest::validate(src, roots)?;
+    } = forest::validate_with(src, roots, &uses)?;
+    if let Some((l, b)) = *uses.first_beyond.lock().unwrap() {
+        bail!("device mapping in leaf {l} points to data block {b}, beyond the {nr_data_blocks} data blocks");
+    }
+    let uses = uses.counter;
 
     // Multiplicities, parents before children.
     let mut mult = vec![0u32; nr_blocks as usize];
@@ -71,27 +100,14 @@ pub fn count_devices(
         }
     }
 
-    // How often each data block is mapped: 0, 1 or more (the counters
-    // saturate at 3). Mappings come in runs of neighbouring data blocks:
-    // the uses of one 32-block counter word are added at once.
-    let uses = RefCounter::new(nr_data_blocks);
-    leaves.par_iter().try_for_each(|&l| -> Result<()> {
-        let node = NodeView::new(src.block(l)?);
-        let m = mult[l as usize].min(2);
-        for run in data_runs(node.values_u64().map(BlockTime::unpack)) {
-            if run.end > nr_data_blocks {
-                let b = run.start.max(nr_data_blocks);
-                bail!("device mapping in leaf {l} points to data block {b}, beyond the {nr_data_blocks} data blocks");
-            }
-            for _ in 0..m {
-                uses.inc_range(run.clone());
-            }
-        }
-        Ok(())
-    })?;
+    // Only a leaf reached by one path can hold exclusive mappings: the
+    // rest are not read again.
     let exclusive_in_leaf: BlockMap<u64> = leaves
         .par_iter()
         .map(|&l| {
+            if !exclusive || mult[l as usize] != 1 {
+                return (l, 0);
+            }
             let node = NodeView::new(src.block(l).unwrap());
             // By runs of consecutive data blocks, a counter word at a time.
             let n = data_runs(node.values_u64().map(BlockTime::unpack))
@@ -119,6 +135,43 @@ pub fn count_devices(
         );
     }
     Ok(out)
+}
+
+/// Counts the data blocks of each leaf as the walk reaches it.
+struct Uses {
+    counter: RefCounter,
+    /// Whether to count at all, or only to look for blocks past the end.
+    counting: bool,
+    nr_data_blocks: u64,
+    /// The lowest leaf mapping a block past the data device, and that block.
+    first_beyond: std::sync::Mutex<Option<(u64, u64)>>,
+}
+
+impl LeafVisitor for Uses {
+    fn visit(&self, _tree: &str, block: u64, leaf: NodeView<'_>) -> Option<Damage> {
+        let limit = self.nr_data_blocks;
+        if !self.counting
+            && leaf
+                .values_u64()
+                .all(|v| BlockTime::unpack(v).block < limit)
+        {
+            return None;
+        }
+        for run in data_runs(leaf.values_u64().map(BlockTime::unpack)) {
+            if run.end > limit {
+                let b = run.start.max(limit);
+                let mut first = self.first_beyond.lock().unwrap();
+                if first.is_none_or(|(l, _)| block < l) {
+                    *first = Some((block, b));
+                }
+                return None;
+            }
+            if self.counting {
+                self.counter.inc_range(run);
+            }
+        }
+        None
+    }
 }
 
 fn exclusive_below(

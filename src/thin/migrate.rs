@@ -78,12 +78,19 @@ fn within_pool(runs: &[Run], id: u64, nr_data_blocks: u64) -> Result<()> {
 }
 
 /// Device `id`'s mappings under superblock `sb`, in virtual order; its
-/// tree must be whole.
-pub fn mappings(src: &BlockSource, sb: &Superblock, id: u64) -> Result<Vec<Run>> {
+/// tree must be whole, its mappings below `nr_data_blocks` (the live
+/// superblock's: the kernel clears the space map roots in a metadata
+/// snapshot's copy).
+pub fn mappings(
+    src: &BlockSource,
+    sb: &Superblock,
+    id: u64,
+    nr_data_blocks: u64,
+) -> Result<Vec<Run>> {
     let root = device_root(src, sb, id, "--thin-id")?;
     forest::validate_named(src, &[(format!("device {id}"), root)])?;
     let runs = runs_of(src, &ordered_leaves(src, root), Filter::default());
-    within_pool(&runs, id, sb.data_sm_root.nr_blocks)?;
+    within_pool(&runs, id, nr_data_blocks)?;
     Ok(runs)
 }
 

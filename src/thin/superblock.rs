@@ -216,21 +216,7 @@ pub fn bad_superblock(src: &BlockSource, e: &BlockError) -> String {
 /// explains every unreadable block after it.
 pub fn truncation(src: &BlockSource) -> Option<String> {
     let sb = Superblock::read(src, SUPERBLOCK_LOCATION).ok()?;
-    let want = sb
-        .metadata_sm_root
-        .nr_blocks
-        .min(crate::pdata::space_map::bitmap::MAX_METADATA_BLOCKS);
-    let have = src.nr_blocks();
-    (have < want).then(|| {
-        format!(
-            "'{}' looks truncated: it holds {have} {} ({} bytes), but its superblock \
-             describes a metadata device of {want} blocks ({} bytes)",
-            src.path().display(),
-            if have == 1 { "block" } else { "blocks" },
-            src.len(),
-            want * BLOCK_SIZE as u64
-        )
-    })
+    crate::io::input::truncation(src, sb.metadata_sm_root.nr_blocks)
 }
 
 /// The live superblock, and the one to read trees from: the live one,

@@ -242,6 +242,7 @@ impl Checker<'_> {
                     sb.policy_hint_size
                 ),
             ));
+            self.abort("metadata contains errors".into());
             return;
         }
         let hint_len = hints_wanted.then(|| self.hint_len(sb));

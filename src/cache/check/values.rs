@@ -152,8 +152,7 @@ impl MappingChecker {
             ));
         }
 
-        let mut origins = std::mem::take(&mut *self.origins.lock().unwrap());
-        origins.par_sort_unstable();
+        let origins = repeated(std::mem::take(&mut *self.origins.lock().unwrap()));
         let mut i = 0;
         while i < origins.len() {
             let (o, first) = origins[i];
@@ -251,5 +250,62 @@ impl ArrayVisitor for MappingChecker {
             self.problems.lock().unwrap().extend(problems);
         }
         Ok(())
+    }
+}
+
+/// The (origin, cache block) pairs whose origin occurs more than once,
+/// sorted. Where the origins are dense enough, a bitset over them finds
+/// the repeats in one pass (sorting every mapping was most of a dense
+/// cache's check); otherwise all are sorted.
+fn repeated(mut origins: Vec<(u64, u32)>) -> Vec<(u64, u32)> {
+    let Some(max) = origins.iter().map(|o| o.0).max() else {
+        return origins;
+    };
+    // A bitset no larger than the pairs themselves (or 1 MiB).
+    let words = max / 64 + 1;
+    if words > (origins.len() as u64 * 2).max(1 << 17) {
+        origins.par_sort_unstable();
+        return origins;
+    }
+    let mut seen = vec![0u64; words as usize];
+    let mut twice: Vec<u64> = Vec::new();
+    for &(o, _) in &origins {
+        let (w, bit) = ((o / 64) as usize, 1u64 << (o % 64));
+        if seen[w] & bit != 0 {
+            twice.push(o);
+        }
+        seen[w] |= bit;
+    }
+    if twice.is_empty() {
+        return Vec::new();
+    }
+    twice.sort_unstable();
+    twice.dedup();
+    let mut out: Vec<(u64, u32)> = origins
+        .into_iter()
+        .filter(|o| twice.binary_search(&o.0).is_ok())
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::repeated;
+
+    #[test]
+    fn repeats_are_found_dense_or_sparse() {
+        // Dense: the bitset path.
+        let dense = vec![(5, 9), (1, 0), (5, 2), (7, 3), (5, 4), (1, 8)];
+        assert_eq!(
+            repeated(dense),
+            vec![(1, 0), (1, 8), (5, 2), (5, 4), (5, 9)]
+        );
+        assert_eq!(repeated(vec![(3, 1), (4, 2)]), vec![]);
+        // Sparse (origins near 2^48): sorted; singles stay and are
+        // skipped by the caller.
+        let sparse = vec![(1 << 47, 3), (9, 1), (1 << 47, 2)];
+        assert_eq!(repeated(sparse), vec![(9, 1), (1 << 47, 2), (1 << 47, 3)]);
+        assert_eq!(repeated(vec![]), vec![]);
     }
 }

@@ -297,7 +297,6 @@ pub struct Walker<'a> {
     strict: bool,
     damaged: Mutex<HashMap<u64, Damage>>,
     findings: Mutex<Vec<NodeDamage>>,
-    nodes_visited: AtomicU64,
     progress: Progress,
 }
 
@@ -314,7 +313,6 @@ impl<'a> Walker<'a> {
             strict,
             damaged: Mutex::new(HashMap::new()),
             findings: Mutex::new(Vec::new()),
-            nodes_visited: AtomicU64::new(0),
             progress: Progress::none(),
         }
     }
@@ -330,7 +328,11 @@ impl<'a> Walker<'a> {
     }
 
     pub fn nodes_visited(&self) -> u64 {
-        self.nodes_visited.load(Ordering::Relaxed)
+        // Counted from the visited set when asked: a shared counter
+        // bumped per node would bounce between the walking threads.
+        (0..self.visited.nr_words())
+            .map(|w| self.visited.word(w).count_ones() as u64)
+            .sum()
     }
 
     /// Damage recorded so far, in a stable order, and cleared.
@@ -403,31 +405,41 @@ impl<'a> Walker<'a> {
         spec: TreeSpec,
         visitor: &'s V,
     ) {
-        let mut path = Vec::with_capacity(parent_path.len() + 1);
-        path.extend_from_slice(parent_path);
-        path.push(block);
+        // The path to this node, on the stack for any sane depth: one
+        // heap allocation per node visited would cost more than the rest
+        // of the bookkeeping.
+        let mut on_stack = [0u64; 16];
+        let on_heap: Vec<u64>;
+        let depth = parent_path.len();
+        let path: &[u64] = if depth < on_stack.len() {
+            on_stack[..depth].copy_from_slice(parent_path);
+            on_stack[depth] = block;
+            &on_stack[..=depth]
+        } else {
+            on_heap = [parent_path, &[block]].concat();
+            &on_heap
+        };
 
         if block >= self.metadata_refs.nr_blocks() || block >= self.src.nr_blocks() {
             let e = BlockError::OutOfBounds {
                 block,
                 nr_blocks: self.src.nr_blocks().min(self.metadata_refs.nr_blocks()),
             };
-            self.record(tree, path, keys, Damage::Block(e));
+            self.record(tree, path.to_vec(), keys, Damage::Block(e));
             return;
         }
         self.metadata_refs.inc(block);
 
         if self.visited.insert(block) {
-            self.nodes_visited.fetch_add(1, Ordering::Relaxed);
             self.progress.inc(1);
             match self.first_visit(block, spec, parent_path.is_empty()) {
                 Err(damage) => {
                     self.damaged.lock().unwrap().insert(block, damage.clone());
-                    self.record(tree, path, keys, damage);
+                    self.record(tree, path.to_vec(), keys, damage);
                 }
                 Ok((node, kind)) => {
                     self.valid.insert(block);
-                    self.check_key_range(tree, node, &path, keys);
+                    self.check_key_range(tree, node, path, keys);
                     match kind {
                         NodeKind::Leaf => {
                             // validate() bounds nr_entries by max_entries,
@@ -435,11 +447,11 @@ impl<'a> Walker<'a> {
                             self.leaf_entries[block as usize]
                                 .store(node.nr_entries() as u16 + 1, Ordering::Relaxed);
                             if let Some(damage) = visitor.visit(tree, block, node) {
-                                self.record(tree, path, keys, damage);
+                                self.record(tree, path.to_vec(), keys, damage);
                             }
                         }
                         NodeKind::Internal => {
-                            self.descend(scope, tree, node, &path, keys, spec, visitor);
+                            self.descend(scope, tree, node, path, keys, spec, visitor);
                         }
                     }
                 }
@@ -453,7 +465,7 @@ impl<'a> Walker<'a> {
                 // The first visit may still be under way on another
                 // thread: then the checksum decides.
                 if self.valid.contains(block) || checksum::matches(data, BlockKind::BtreeNode) {
-                    self.check_key_range(tree, NodeView::new(data), &path, keys);
+                    self.check_key_range(tree, NodeView::new(data), path, keys);
                 }
             }
         }
@@ -498,7 +510,17 @@ impl<'a> Walker<'a> {
         visitor: &'s V,
     ) {
         let n = node.nr_entries();
+        // Children are scattered over the metadata: start loading their
+        // headers a few ahead, so each visit finds its node in cache
+        // rather than waiting on memory (and a TLB walk) for it.
+        const AHEAD: u32 = 4;
+        for i in 0..n.min(AHEAD) {
+            self.src.prefetch_header(node.value_u64(i));
+        }
         for i in 0..n {
+            if i + AHEAD < n {
+                self.src.prefetch_header(node.value_u64(i + AHEAD));
+            }
             let child = node.value_u64(i);
             let child_keys = keys.child(&node, i);
             // Leaves are cheap: visit them on this thread. Internal
