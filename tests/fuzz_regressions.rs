@@ -40,11 +40,11 @@ fn the_seed_corpora_run_clean() {
         "../corpus/cache_reader",
         dmpd::testing::exercise_cache_image,
     );
+    replay("../corpus/era_image", dmpd::testing::exercise_era_image);
+    replay("../corpus/era_xml", dmpd::testing::exercise_era_xml);
     let n = replay(
         "../corpus/cache_xml_reader",
         dmpd::testing::exercise_cache_xml,
     );
     assert!(n >= 3, "the cache XML seeds are missing");
-    replay("../corpus/era_image", dmpd::testing::exercise_era_image);
-    replay("../corpus/era_xml", dmpd::testing::exercise_era_xml);
 }
