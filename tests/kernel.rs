@@ -768,6 +768,11 @@ fn thin_migrate_copies_a_live_thin_device() {
     out.assert_ok();
     let shas = thin::shas(&out);
     assert_eq!(shas["copy"], shas["device"]);
+    assert_eq!(
+        shas["short_copy"], shas["short_device"],
+        "a device ending inside a pool block"
+    );
+    assert_eq!(out.values("short_bytes"), ["16748544"], "its copy's length");
     // --delta-id 1 brought the copy of snapshot 1 up to date, writing
     // exactly the blocks changed since.
     assert_eq!(shas["copy2"], shas["device2"], "--delta-id");

@@ -207,8 +207,15 @@ fn dest_device_size(d: &Dest) -> Result<u64> {
 }
 
 /// Zeroes the plan's ranges (clipped to the destination's end), sizes a
-/// file, copies the extents, and makes the result durable.
-fn execute(plan: &Plan, src: End, dest: &Dest, buffer: u64, rep: &Reporter) -> Result<()> {
+/// file, copies the extents (of the source's first `src_bytes`, none
+/// past the plan's end), and makes the result durable.
+fn execute(
+    plan: &Plan,
+    (src, src_bytes): (End, u64),
+    dest: &Dest,
+    buffer: u64,
+    rep: &Reporter,
+) -> Result<()> {
     let bb = plan.block_bytes;
     let regular = dest.file.metadata().is_ok_and(|m| m.is_file());
     if regular {
@@ -243,6 +250,8 @@ fn execute(plan: &Plan, src: End, dest: &Dest, buffer: u64, rep: &Reporter) -> R
         block_bytes: bb,
         buffer_bytes: buffer,
         skip_zeros: dest.fresh,
+        src_bytes,
+        dst_bytes: plan.end,
     };
     let report = copy_extents(&job, &plan.extents, &progress);
     rep.finish_progress();
@@ -383,7 +392,13 @@ fn offline(
         path: data,
         unit_name: "data block",
     };
-    execute(&plan, src_end, &dest, buffer_bytes(cli, bb), rep)
+    execute(
+        &plan,
+        (src_end, u64::MAX),
+        &dest,
+        buffer_bytes(cli, bb),
+        rep,
+    )
 }
 
 fn live(
@@ -482,7 +497,9 @@ fn live(
         .open(source)
         .with_context(|| format!("cannot open source device '{}'", source.display()))?;
     let size = block_device_size(&source_file)?;
-    let size_blocks = size / bb;
+    // A device need not end on a block boundary; its last block is
+    // copied as far as the device reaches.
+    let size_blocks = size.div_ceil(bb);
 
     let inputs: [&Path; 3] = [source, &meta_path, &data_path];
     let dest = if dest_must_be_device || is_block_device(dest_path) {
@@ -533,5 +550,5 @@ fn live(
         path: source,
         unit_name: "block",
     };
-    execute(&plan, src_end, &dest, buffer_bytes(cli, bb), rep)
+    execute(&plan, (src_end, size), &dest, buffer_bytes(cli, bb), rep)
 }

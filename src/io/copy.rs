@@ -40,6 +40,12 @@ pub struct CopyJob<'a> {
     /// freshly emptied regular file): blocks of zeros are left unwritten,
     /// so they stay holes.
     pub skip_zeros: bool,
+    /// Bytes in the source and in the destination (u64::MAX: no limit).
+    /// A device need not end on a block boundary: of its last block only
+    /// the part before the end is read (the rest of the buffer is zeros)
+    /// and only the part before the destination's end is written.
+    pub src_bytes: u64,
+    pub dst_bytes: u64,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -176,24 +182,23 @@ pub fn copy_extents(job: &CopyJob, extents: &[Extent], progress: &Progress) -> C
             for (i, p) in pieces.iter().enumerate() {
                 let Ok(mut buf) = free_rx.recv() else { break };
                 let bytes = (p.len * bb) as usize;
-                let good =
-                    match read_full(job.src.file, &mut buf.as_mut_slice()[..bytes], p.from * bb) {
-                        Ok(()) => vec![true; p.len as usize],
-                        // Block by block, to lose only what cannot be read.
-                        Err(_) => (0..p.len)
-                            .map(|k| {
-                                let at = (k * bb) as usize;
-                                let slot = &mut buf.as_mut_slice()[at..at + bb as usize];
-                                match read_full(job.src.file, slot, (p.from + k) * bb) {
-                                    Ok(()) => true,
-                                    Err(e) => {
-                                        failures.push((p.from + k, e));
-                                        false
-                                    }
+                let good = match read_upto(job, &mut buf.as_mut_slice()[..bytes], p.from * bb) {
+                    Ok(()) => vec![true; p.len as usize],
+                    // Block by block, to lose only what cannot be read.
+                    Err(_) => (0..p.len)
+                        .map(|k| {
+                            let at = (k * bb) as usize;
+                            let slot = &mut buf.as_mut_slice()[at..at + bb as usize];
+                            match read_upto(job, slot, (p.from + k) * bb) {
+                                Ok(()) => true,
+                                Err(e) => {
+                                    failures.push((p.from + k, e));
+                                    false
                                 }
-                            })
-                            .collect(),
-                    };
+                            }
+                        })
+                        .collect(),
+                };
                 if full_tx.send((i, buf, good)).is_err() {
                     break;
                 }
@@ -253,10 +258,14 @@ fn write_part(
             && !(job.skip_zeros && all_zero(&data[at as usize..(at + g) as usize]))
     };
     let write = |from: u64, to_byte: u64| -> std::io::Result<()> {
-        job.dst.file.write_all_at(
-            &data[from as usize..to_byte as usize],
-            to * bb + (from - base),
-        )
+        let at = to * bb + (from - base);
+        let len = (to_byte - from).min(job.dst_bytes.saturating_sub(at));
+        if len == 0 {
+            return Ok(());
+        }
+        job.dst
+            .file
+            .write_all_at(&data[from as usize..(from + len) as usize], at)
     };
     let mut failed: Vec<u64> = Vec::new();
     let mut k = 0;
@@ -295,6 +304,18 @@ fn write_part(
     report.copied += read - failed.len() as u64;
 }
 
+/// Fills `buf` from source byte `offset`: what lies before the source's
+/// end (`src_bytes`) is read, the rest set to zeros.
+fn read_upto(job: &CopyJob, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    let readable = (buf.len() as u64).min(job.src_bytes.saturating_sub(offset)) as usize;
+    let (head, tail) = buf.split_at_mut(readable);
+    tail.fill(0);
+    if head.is_empty() {
+        return Ok(());
+    }
+    read_full(job.src.file, head, offset)
+}
+
 /// Reads all of `buf` from `offset`; a short read (the end of the file
 /// or device) is an error.
 fn read_full(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
@@ -329,6 +350,93 @@ mod tests {
                 (13, 3, vec![(0, 4, 3)]),
             ]
         );
+    }
+
+    /// A source ending two and a half blocks in: the copy of blocks 0..3
+    /// in place reads as the source and is as long, not a byte longer.
+    #[test]
+    fn a_last_partial_block_is_copied_up_to_the_end() {
+        let dir = std::env::temp_dir().join(format!("dmpd-copy-tail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (src_path, dst_path) = (dir.join("src"), dir.join("dst"));
+        let bb = 8192u64;
+        let size = 2 * bb + bb / 2;
+        let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8 + 1).collect();
+        std::fs::write(&src_path, &bytes).unwrap();
+        let src = File::open(&src_path).unwrap();
+        let dst = File::create(&dst_path).unwrap();
+        dst.set_len(size).unwrap();
+        for skip_zeros in [false, true] {
+            let job = CopyJob {
+                src: End {
+                    file: &src,
+                    path: &src_path,
+                    unit_name: "block",
+                },
+                dst: End {
+                    file: &dst,
+                    path: &dst_path,
+                    unit_name: "block",
+                },
+                block_bytes: bb,
+                // Two blocks a piece: the partial block is a piece's first.
+                buffer_bytes: 2 * bb,
+                skip_zeros,
+                src_bytes: size,
+                dst_bytes: size,
+            };
+            let report = copy_extents(
+                &job,
+                &[Extent {
+                    from: 0,
+                    to: 0,
+                    len: 3,
+                }],
+                &Progress::none(),
+            );
+            assert_eq!(
+                report,
+                CopyReport {
+                    copied: 3,
+                    ..CopyReport::default()
+                }
+            );
+            assert_eq!(std::fs::read(&dst_path).unwrap(), bytes);
+        }
+        // Without the limit the short block is a read error, named.
+        let job = CopyJob {
+            src: End {
+                file: &src,
+                path: &src_path,
+                unit_name: "block",
+            },
+            dst: End {
+                file: &dst,
+                path: &dst_path,
+                unit_name: "block",
+            },
+            block_bytes: bb,
+            buffer_bytes: 2 * bb,
+            skip_zeros: false,
+            src_bytes: u64::MAX,
+            dst_bytes: size,
+        };
+        let report = copy_extents(
+            &job,
+            &[Extent {
+                from: 0,
+                to: 0,
+                len: 3,
+            }],
+            &Progress::none(),
+        );
+        assert_eq!((report.copied, report.read_errors), (2, 1));
+        assert!(
+            report.errors[0].contains("block 2 of"),
+            "{:?}",
+            report.errors
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

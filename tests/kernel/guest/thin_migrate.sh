@@ -8,12 +8,22 @@ pool_msg create_thin 0
 run dmsetup create t0 --table "0 32768 thin /dev/mapper/pool 0"
 pat /dev/mapper/t0 0 512 1
 rnd /dev/mapper/t0 4096 40 2 7
+# The last 64 KiB block, of which a shorter device sees 36 KiB.
+pat /dev/mapper/t0 4080 16 4
 sync
 pool_msg reserve_metadata_snap
 run dmsetup create t0ro --readonly --table "0 32768 thin /dev/mapper/pool 0"
 run thin_migrate --source-dev /dev/mapper/t0ro --dest-file /tmp/copy
 sha device /dev/mapper/t0ro
 sha copy /tmp/copy
+# A device ending part way into a pool block (32712 sectors: 255 blocks
+# of 128 and 72 sectors of the next) is copied to its last byte.
+run dmsetup create t0short --readonly --table "0 32712 thin /dev/mapper/pool 0"
+run thin_migrate --source-dev /dev/mapper/t0short --dest-file /tmp/short
+sha short_device /dev/mapper/t0short
+sha short_copy /tmp/short
+say "short_bytes $(stat -c %s /tmp/short)"
+remove t0short
 pool_msg release_metadata_snap
 # --delta-id: snapshot 1 of thin 0 now (the copy holds its contents),
 # thin 0 written after it, a new metadata snapshot; the copy brought up
