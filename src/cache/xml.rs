@@ -32,7 +32,9 @@ use std::io::Write;
 use quick_xml::events::BytesStart;
 use quick_xml::Reader;
 
-use crate::io::xml::{err, next_markup, push_attr, push_text_attr, Attrs, Markup};
+use crate::io::xml::{
+    err, next_markup, push_attr, push_text_attr, take_front, Attrs, Cursor, Markup,
+};
 pub use crate::io::xml::{locate, XmlDoc, XmlError, XmlResult};
 
 /// Most bytes a hint item carries (the kernel's largest hint is 4).
@@ -100,6 +102,14 @@ pub struct CacheXmlItems<'a> {
     /// The mapped document, whose pages behind the parser are let go.
     doc: Option<&'a XmlDoc>,
     released: u64,
+    /// Bytes read by `canonical_leaf` past the general parser, which
+    /// does not count them in its own position.
+    skipped: u64,
+    /// Whether mappings and hints in their canonical form are read
+    /// without the general parser (off only to test that both ways
+    /// agree).
+    fast: bool,
+    started: bool,
 }
 
 /// Bytes parsed between releases of the mapped pages behind, and how far
@@ -115,7 +125,17 @@ impl<'a> CacheXmlItems<'a> {
             reader,
             doc: None,
             released: 0,
+            skipped: 0,
+            fast: true,
+            started: false,
         }
+    }
+
+    /// Reads every element with the general parser.
+    #[cfg(test)]
+    fn general_only(mut self) -> Self {
+        self.fast = false;
+        self
     }
 
     /// The items of a mapped document; the pages the parser has passed
@@ -131,15 +151,26 @@ impl<'a> CacheXmlItems<'a> {
     /// The next item and the byte offset where it starts; None at the end.
     pub fn next_item(&mut self) -> XmlResult<Option<(Item, u64)>> {
         if let Some(doc) = self.doc {
-            let at = self.reader.buffer_position();
+            let at = self.skipped + self.reader.buffer_position();
             if at >= self.released + RELEASE_EVERY + RELEASE_LAG {
                 self.released = at - RELEASE_LAG;
                 doc.release_before(self.released as usize);
             }
         }
-        let Some((markup, at)) = next_markup(&mut self.reader)? else {
+        if self.fast && self.started {
+            if let Some(found) = take_front(&mut self.reader, &mut self.skipped, canonical_leaf) {
+                return Ok(Some(found));
+            }
+        }
+        self.started = true;
+        let Some((markup, at)) = next_markup(&mut self.reader).map_err(|mut e| {
+            e.offset += self.skipped;
+            e
+        })?
+        else {
             return Ok(None);
         };
+        let at = at + self.skipped;
         let item = match markup {
             Markup::Start(e) => start_item(&e, at, false)?,
             Markup::Empty(e) => start_item(&e, at, true)?,
@@ -152,6 +183,43 @@ impl<'a> CacheXmlItems<'a> {
             },
         };
         Ok(Some((item, at)))
+    }
+}
+
+/// A `<mapping>` or `<hint>` exactly as cache_dump writes it, read
+/// without the general parser; None for anything else, including values
+/// the general reader would reject, so that it reads them and says what
+/// is wrong.
+fn canonical_leaf(cur: &mut Cursor) -> Option<Item> {
+    if cur.eat(b"<mapping cache_block=\"") {
+        let cache_block = u32::try_from(cur.decimal()?).ok()?;
+        if !cur.eat(b"\" origin_block=\"") {
+            return None;
+        }
+        let origin_block = cur.decimal()?;
+        if origin_block > MAX_ORIGIN_BLOCK || !cur.eat(b"\" dirty=\"") {
+            return None;
+        }
+        let dirty = cur.boolean()?;
+        cur.eat(b"\"/>").then_some(Item::Mapping(Mapping {
+            cache_block,
+            origin_block,
+            dirty,
+        }))
+    } else if cur.eat(b"<hint cache_block=\"") {
+        let cache_block = u32::try_from(cur.decimal()?).ok()?;
+        if !cur.eat(b"\" data=\"") {
+            return None;
+        }
+        let mut bytes = [0u8; MAX_HINT_BYTES];
+        let len = base64_decode(cur.until_quote()?, &mut bytes)?;
+        cur.eat(b"\"/>").then_some(Item::Hint(Hint {
+            cache_block,
+            len,
+            bytes,
+        }))
+    } else {
+        None
     }
 }
 
@@ -522,6 +590,59 @@ mod tests {
       \x20   <discard dbegin=\"5\" dend=\"9\"/>\n\
       \x20 </discards>\n\
       </superblock>";
+
+    /// Items and positions as the general parser alone gives them.
+    fn both_ways(text: &str) -> [XmlResult<Vec<(Item, u64)>>; 2] {
+        let all = |mut r: CacheXmlItems| {
+            let mut out = Vec::new();
+            while let Some(i) = r.next_item()? {
+                out.push(i);
+            }
+            Ok(out)
+        };
+        [
+            all(CacheXmlItems::new(text.as_bytes())),
+            all(CacheXmlItems::new(text.as_bytes()).general_only()),
+        ]
+    }
+
+    #[test]
+    fn canonical_elements_read_as_the_general_parser_reads_them() {
+        let [fast, general] = both_ways(SMALL);
+        assert_eq!(fast, general);
+        let mut r = CacheXmlItems::new(SMALL.as_bytes());
+        while r.next_item().unwrap().is_some() {}
+        // The short way took the two mappings and two hints, each with
+        // the newline and indent before it.
+        let leaves: usize = SMALL
+            .lines()
+            .filter(|l| l.contains("<mapping ") || l.contains("<hint "))
+            .map(|l| l.len() + 1)
+            .sum();
+        assert_eq!(r.skipped as usize, leaves);
+        assert_eq!(fast.unwrap().len(), 13);
+        // Forms the short way passes to the general one, and errors
+        // after elements it read: same items, same places, same words.
+        for text in [
+            SMALL.replace("dirty=\"true\"", "dirty=\"yes\""),
+            SMALL.replace("origin_block=\"7\"", "origin_block=\"7\"  "),
+            SMALL.replace("<mapping cache_block=\"1\"", "<mapping  cache_block=\"1\""),
+            SMALL.replace("data=\"PwAAAA==\"", "data=\"PwAAAA\""),
+            SMALL.replace("cache_block=\"1\"", "cache_block=\"99999999999\""),
+            SMALL.replace("origin_block=\"7\"", "origin_block=\"281474976710656\""),
+            SMALL.replace(
+                "\"/>\n      </mappings>",
+                "\"></mapping>\n      </mappings>",
+            ),
+            SMALL.replace("</hints>", "</mappings>"),
+            SMALL.replace("  <hints>", "  <!-- x --> junk <hints>"),
+            SMALL.replace("</superblock>", ""),
+            SMALL[..SMALL.find("dirty=\"true").unwrap() + 3].to_string(),
+        ] {
+            let [fast, general] = both_ways(&text);
+            assert_eq!(fast, general, "{text}");
+        }
+    }
 
     #[test]
     fn reads_and_writes_back_byte_for_byte() {

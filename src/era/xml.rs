@@ -21,7 +21,7 @@
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
-use crate::io::xml::{err, Attrs, XmlResult};
+use crate::io::xml::{err, take_front, Attrs, XmlResult};
 
 use super::model::{EraModel, ModelWriteset};
 
@@ -132,20 +132,8 @@ impl Parser {
             ("bit", In::Writeset) => {
                 let a = Attrs::read(e, "bit", &["block", "value"], at)?;
                 let block: u64 = a.number("block", "32 bits")?;
-                let ws = self.writeset.as_mut().unwrap();
-                if !bool_value(&a, at)? {
-                    return Ok(());
-                }
-                if block >= ws.nr_bits as u64 {
-                    return err(
-                        at,
-                        format!(
-                            "bit {block} is beyond writeset era {}'s {} bits",
-                            ws.era, ws.nr_bits
-                        ),
-                    );
-                }
-                ws.mark(block..block + 1);
+                let value = bool_value(&a, at)?;
+                self.bit(block, value, at)?;
             }
             ("marked", In::Writeset) => {
                 let a = Attrs::read(e, "marked", &["block_begin", "len"], at)?;
@@ -169,38 +157,7 @@ impl Parser {
                 let a = Attrs::read(e, "era", &["block", "era"], at)?;
                 let block: u32 = a.number("block", "32 bits")?;
                 let era: u32 = a.number("era", "32 bits")?;
-                if self.last_era_block.is_some_and(|l| l >= block) {
-                    return err(
-                        at,
-                        format!(
-                            "era array blocks out of order: block {block} after {}",
-                            self.last_era_block.unwrap()
-                        ),
-                    );
-                }
-                self.last_era_block = Some(block);
-                let m = self.model();
-                if block >= m.nr_blocks {
-                    return err(
-                        at,
-                        format!(
-                            "era array block {block} is beyond nr_blocks {}",
-                            m.nr_blocks
-                        ),
-                    );
-                }
-                if era > m.current_era {
-                    return err(
-                        at,
-                        format!(
-                            "block {block} has era {era}, newer than the current era {}",
-                            m.current_era
-                        ),
-                    );
-                }
-                if era != 0 {
-                    m.eras.push((block, era));
-                }
+                self.era_entry(block, era, at)?;
             }
             ("bit" | "marked", _) => return err(at, format!("<{name}> outside a <writeset>")),
             ("era", _) => return err(at, "<era> outside the <era_array>"),
@@ -210,6 +167,101 @@ impl Parser {
             (other, _) => return err(at, format!("unknown element <{other}>")),
         }
         Ok(())
+    }
+
+    /// A `<bit>` of the open writeset.
+    fn bit(&mut self, block: u64, value: bool, at: u64) -> XmlResult<()> {
+        let ws = self.writeset.as_mut().unwrap();
+        if !value {
+            return Ok(());
+        }
+        if block >= ws.nr_bits as u64 {
+            return err(
+                at,
+                format!(
+                    "bit {block} is beyond writeset era {}'s {} bits",
+                    ws.era, ws.nr_bits
+                ),
+            );
+        }
+        ws.mark(block..block + 1);
+        Ok(())
+    }
+
+    /// An `<era>` of the era array.
+    fn era_entry(&mut self, block: u32, era: u32, at: u64) -> XmlResult<()> {
+        if self.last_era_block.is_some_and(|l| l >= block) {
+            return err(
+                at,
+                format!(
+                    "era array blocks out of order: block {block} after {}",
+                    self.last_era_block.unwrap()
+                ),
+            );
+        }
+        self.last_era_block = Some(block);
+        let m = self.model();
+        if block >= m.nr_blocks {
+            return err(
+                at,
+                format!(
+                    "era array block {block} is beyond nr_blocks {}",
+                    m.nr_blocks
+                ),
+            );
+        }
+        if era > m.current_era {
+            return err(
+                at,
+                format!(
+                    "block {block} has era {era}, newer than the current era {}",
+                    m.current_era
+                ),
+            );
+        }
+        if era != 0 {
+            m.eras.push((block, era));
+        }
+        Ok(())
+    }
+
+    /// A `<bit>` or `<era>` exactly as era_dump writes it, where one may
+    /// stand, read without the general parser: true if one was read
+    /// (and accepted or rejected), false to leave it to the general one,
+    /// which also says what is wrong with any other form.
+    fn canonical(
+        &mut self,
+        reader: &mut Reader<&[u8]>,
+        skipped: &mut u64,
+    ) -> Option<XmlResult<()>> {
+        enum Leaf {
+            Bit(u64, bool),
+            Era(u32, u32),
+        }
+        let state = &self.state;
+        let (leaf, at) = take_front(reader, skipped, |cur| match state {
+            In::Writeset if cur.eat(b"<bit block=\"") => {
+                let block = cur.decimal()?;
+                if !cur.eat(b"\" value=\"") {
+                    return None;
+                }
+                let value = cur.boolean()?;
+                cur.eat(b"\"/>").then_some(Leaf::Bit(block, value))
+            }
+            In::EraArray if cur.eat(b"<era block=\"") => {
+                let block = u32::try_from(cur.decimal()?).ok()?;
+                if !cur.eat(b"\" era=\"") {
+                    return None;
+                }
+                let era = u32::try_from(cur.decimal()?).ok()?;
+                cur.eat(b"\"/>").then_some(Leaf::Era(block, era))
+            }
+            _ => None,
+        })?;
+        Some(match leaf {
+            Leaf::Bit(block, value) => self.bit(block, value, at),
+            Leaf::Era(block, era) => self.era_entry(block, era, at),
+        })
     }
 
     fn end_writeset(&mut self) {
@@ -232,6 +284,12 @@ impl Parser {
 
 /// Parses and validates era XML.
 pub fn parse(input: &[u8]) -> XmlResult<EraModel> {
+    parse_with(input, true)
+}
+
+/// `fast`: canonical `<bit>` and `<era>` elements are read past the
+/// general parser (off only to test that both ways agree).
+fn parse_with(input: &[u8], fast: bool) -> XmlResult<EraModel> {
     let mut reader = Reader::from_reader(input);
     reader.config_mut().check_end_names = true;
     let mut p = Parser {
@@ -241,12 +299,29 @@ pub fn parse(input: &[u8]) -> XmlResult<EraModel> {
         last_era_block: None,
         seen_era_array: false,
     };
+    // Bytes read past the general parser (its positions leave them out).
+    let mut skipped = 0;
+    // Whether the reader has just returned an element (and so stands
+    // before text, looking for the next '<'), where take_front may act.
+    let mut between = false;
     loop {
-        let at = reader.buffer_position();
+        if fast && between {
+            if let Some(done) = p.canonical(&mut reader, &mut skipped) {
+                done?;
+                continue;
+            }
+        }
+        let at = skipped + reader.buffer_position();
         let event = match reader.read_event() {
             Ok(e) => e,
-            Err(e) => return err(reader.error_position(), format!("parse error: {e}")),
+            Err(e) => {
+                return err(
+                    skipped + reader.error_position(),
+                    format!("parse error: {e}"),
+                )
+            }
         };
+        between = matches!(event, Event::Start(_) | Event::Empty(_) | Event::End(_));
         match event {
             Event::Eof => break,
             Event::Text(_) | Event::Comment(_) => {}
@@ -262,7 +337,7 @@ pub fn parse(input: &[u8]) -> XmlResult<EraModel> {
     }
     if p.state != In::Ended {
         return err(
-            reader.buffer_position(),
+            skipped + reader.buffer_position(),
             "incomplete source metadata: the document ends before </superblock>",
         );
     }
@@ -292,6 +367,53 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.writesets[0].marked, vec![60..130, 199..200]);
+    }
+
+    /// The canonical lines era_dump writes read the same past the
+    /// general parser as through it, and so do the forms and mistakes
+    /// around them: same model, or same error at the same place.
+    #[test]
+    fn canonical_elements_read_as_the_general_parser_reads_them() {
+        let good = doc("  <writeset era=\"4\" nr_bits=\"200\">\n    <bit block=\"0\" value=\"false\"/>\n    \
+             <bit block=\"1\" value=\"true\"/>\n    <bit block=\"2\" value=\"true\"/>\n  </writeset>\n  \
+             <era_array>\n    <era block=\"0\" era=\"3\"/>\n    <era block=\"1\" era=\"0\"/>\n    \
+             <era block=\"7\" era=\"2\"/>\n  </era_array>");
+        let m = parse_with(good.as_bytes(), true).unwrap();
+        assert_eq!(m.writesets[0].marked, vec![1..3]);
+        assert_eq!(m.eras, vec![(0, 3), (7, 2)]);
+        for text in [
+            good.clone(),
+            good.replace(
+                "<bit block=\"2\" value=\"true\"",
+                "<bit block=\"200\" value=\"true\"",
+            ),
+            good.replace(
+                "value=\"true\"/>\n    <bit block=\"2\"",
+                "value=\"yes\"/>\n    <bit block=\"2\"",
+            ),
+            good.replace("<bit block=\"1\"", "<bit  block=\"1\""),
+            good.replace("<bit block=\"1\"", "<bit block=\"99999999999999999999\""),
+            good.replace("<era block=\"7\"", "<era block=\"1\""),
+            good.replace("<era block=\"7\" era=\"2\"", "<era block=\"7\" era=\"9\""),
+            good.replace("<era block=\"7\"", "<era block=\"4294967296\""),
+            good.replace("</era_array>", "</writeset>"),
+            good.replace("    <bit block=\"1\"", " x <bit block=\"1\""),
+            good.replace(
+                "<bit block=\"0\" value=\"false\"/>",
+                "<bit block=\"0\" value=\"false\"></bit>",
+            ),
+            good.replace(
+                "<era block=\"0\" era=\"3\"/>\n    <era",
+                "<era block=\"0\" era=\"3\"/>\n    < <era",
+            ),
+            good[..good.find("<bit block=\"2\"").unwrap() + 10].to_string(),
+        ] {
+            assert_eq!(
+                parse_with(text.as_bytes(), true),
+                parse_with(text.as_bytes(), false),
+                "{text}"
+            );
+        }
     }
 
     #[test]
