@@ -13,6 +13,7 @@ pub mod check;
 pub mod damage;
 pub mod dump;
 pub mod hint;
+pub mod log;
 pub mod mapping;
 pub mod metadata_size;
 pub mod read;

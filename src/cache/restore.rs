@@ -27,12 +27,14 @@ use crate::io::{BlockKind, BLOCK_SIZE};
 use crate::pdata::array::builder::{self as array_builder, ArrayBuilder};
 use crate::pdata::bitset::builder::{self as bitset_builder, BitsetBuilder};
 use crate::pdata::btree::builder::{nodes_for, MetadataWriter};
+use crate::pdata::paged_set::PagedSet;
 use crate::pdata::space_map::bitmap::MAX_METADATA_BLOCKS;
 use crate::pdata::space_map::in_use::metadata_blocks_in_use;
 use crate::pdata::space_map::writer;
 use crate::report::phases;
 
 use super::hint::HINT_SIZE;
+use super::log::{self, CacheLog};
 use super::mapping::{self, MAPPING_SIZE as MAPPING_VALUE_SIZE};
 use super::superblock::{Superblock, CACHE_MAGIC, CLEAN_SHUTDOWN, POLICY_NAME_SIZE};
 use super::xml::{
@@ -175,7 +177,7 @@ struct Validator {
     seen: [bool; 3],
     /// The last cache block (mappings, hints) or discard end, per section.
     last: Option<u64>,
-    origins: RoaringTreemap,
+    origins: PagedSet,
     nr_mappings: u64,
     nr_dirty: u64,
     nr_hints: u64,
@@ -193,7 +195,7 @@ impl Validator {
             section: Section::None,
             seen: [false; 3],
             last: None,
-            origins: RoaringTreemap::new(),
+            origins: PagedSet::new(),
             nr_mappings: 0,
             nr_dirty: 0,
             nr_hints: 0,
@@ -460,9 +462,36 @@ fn first_mapping_of(doc: &[u8], origin: u64) -> Option<u32> {
 /// The first pass over an XML file: validates it whole and sizes the
 /// result; errors name the file, line and column.
 pub fn validate(path: &Path, version: u32) -> Result<Plan> {
+    validate_logged(path, version, false).map(|(plan, _)| plan)
+}
+
+/// Items passed on as they are read, and recorded.
+struct Recording<'a, 'b> {
+    items: &'a mut CacheXmlItems<'b>,
+    log: Option<CacheLog>,
+}
+
+impl ItemSource for Recording<'_, '_> {
+    fn next_item(&mut self) -> XmlResult<Option<(Item, u64)>> {
+        let next = self.items.next_item()?;
+        if let (Some(log), Some((item, at))) = (&mut self.log, &next) {
+            log.record(item, *at);
+        }
+        Ok(next)
+    }
+}
+
+/// `validate`, and with `record` the items as a log for the second pass
+/// (None if it outgrew its budget).
+fn validate_logged(path: &Path, version: u32, record: bool) -> Result<(Plan, Option<CacheLog>)> {
     let doc = XmlDoc::open(path).with_context(|| format!("cannot read '{}'", path.display()))?;
-    match Validator::new(version).run(&mut CacheXmlItems::of_doc(&doc)) {
-        Ok(plan) => Ok(plan),
+    let mut items = CacheXmlItems::of_doc(&doc);
+    let mut recording = Recording {
+        items: &mut items,
+        log: record.then(|| CacheLog::new(log::DEFAULT_BUDGET)),
+    };
+    match Validator::new(version).run(&mut recording) {
+        Ok(plan) => Ok((plan, recording.log.and_then(CacheLog::finish))),
         Err(Failure::At(e)) => Err(located(path, e)),
         Err(Failure::Twice { origin, second, at }) => {
             let first = first_mapping_of(doc.bytes(), origin)
@@ -637,25 +666,29 @@ pub fn restore_to<S: BlockSink>(
     keep: Option<RoaringTreemap>,
     open: impl FnOnce() -> Result<S>,
 ) -> Result<Superblock> {
-    let plan = validate(xml_path, opts.metadata_version)?;
+    let (plan, log) = validate_logged(xml_path, opts.metadata_version, true)?;
     phases::phase("restore: validated");
     let usable = plan.room(output, bytes)?;
     let mut sink = open()?;
-    let doc =
-        XmlDoc::open(xml_path).with_context(|| format!("cannot read '{}'", xml_path.display()))?;
     let place = |at: u64| {
         let (line, col) = super::xml::locate(xml_path, at);
         format!("'{}': line {line}, column {col}", xml_path.display())
     };
-    build_items(
-        &mut CacheXmlItems::of_doc(&doc),
-        &place,
-        &plan,
-        opts,
-        &mut sink,
-        usable,
-        keep,
-    )
+    // The log replayed, or (past its budget) the XML parsed again.
+    let (doc, mut parsed, mut replay);
+    let items: &mut dyn ItemSource = match &log {
+        Some(log) => {
+            replay = log.replay();
+            &mut replay
+        }
+        None => {
+            doc = XmlDoc::open(xml_path)
+                .with_context(|| format!("cannot read '{}'", xml_path.display()))?;
+            parsed = CacheXmlItems::of_doc(&doc);
+            &mut parsed
+        }
+    };
+    build_items(items, &place, &plan, opts, &mut sink, usable, keep)
 }
 
 /// Restores XML held in memory onto `sink` of `nr_blocks` blocks (tests,

@@ -13,6 +13,7 @@ pub mod output;
 pub mod pack;
 pub mod sink;
 pub mod source;
+pub mod varint;
 pub mod xml;
 
 pub use checksum::BlockKind;

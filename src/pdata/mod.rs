@@ -6,5 +6,6 @@ pub mod bitset;
 pub mod block_hash;
 pub mod btree;
 pub mod node_path;
+pub mod paged_set;
 pub mod refcount;
 pub mod space_map;

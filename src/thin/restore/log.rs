@@ -9,6 +9,8 @@
 //! of the 70 to 90 of its XML. Recording stops (and the log is dropped)
 //! past a memory budget; the building pass then parses the XML again.
 
+use crate::io::varint::{self, put, unzigzag, zigzag};
+
 use super::xml::{DeviceAttrs, Item, ItemSource, MappingRun, SuperblockAttrs, XmlError, XmlResult};
 
 /// Bytes a log may grow to before it is abandoned.
@@ -148,22 +150,7 @@ pub struct LogReplay<'a> {
 
 impl LogReplay<'_> {
     fn get(&mut self) -> XmlResult<u64> {
-        let mut v = 0u64;
-        let mut shift = 0;
-        loop {
-            let Some(&b) = self.bytes.get(self.pos) else {
-                return Err(self.corrupt());
-            };
-            self.pos += 1;
-            if shift >= 64 {
-                return Err(self.corrupt());
-            }
-            v |= ((b & 0x7f) as u64) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-            shift += 7;
-        }
+        varint::get(self.bytes, &mut self.pos).ok_or_else(|| self.corrupt())
     }
 
     fn get_u32(&mut self) -> XmlResult<u32> {
@@ -241,26 +228,9 @@ impl ItemSource for LogReplay<'_> {
     }
 }
 
-fn put(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 fn put_str(out: &mut Vec<u8>, s: &str) {
     put(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
-}
-
-/// A wrapped difference as a small number whichever way it points.
-fn zigzag(d: u64) -> u64 {
-    (d << 1) ^ (((d as i64) >> 63) as u64)
-}
-
-fn unzigzag(z: u64) -> u64 {
-    (z >> 1) ^ (z & 1).wrapping_neg()
 }
 
 #[cfg(test)]
