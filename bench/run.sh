@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks dmpd on large generated pools and writes BENCHMARKS.md.
 #
-#   bench/run.sh [m10|m50|m16g|cache|all]...  (default: all; RUNS=5 by default)
+#   bench/run.sh [m10|m50|m16g|cache|era|all]...  (default: all; RUNS=5 by default)
 #
 # Inputs are built once and cached in $BENCH_CACHE (default bench/cache):
 # the XML from ../shared/bench/gen_thin_xml.py, the image from dmpd's
@@ -33,10 +33,16 @@
 # --dirty 0.25); cache_check timed on both (Debian's 0.9.0 and, with
 # REF_TOOLS, the reference 1.x beside). Its rows replace the "dm-cache"
 # section of BENCHMARKS.md, leaving the thin figures as they are.
+# era: e4m from ../shared/bench/gen_era_xml.py --nr-blocks 4000000
+# --eras 40 --writesets 8 (a 1.4 GB XML, about 20 MiB of metadata),
+# restored by dmpd's era_restore; era_check, era_dump, era_invalidate
+# --written-since 20 (before the oldest writeset, so the era array is
+# read too) and era_restore, with the reference 1.x beside. Its rows
+# replace the "dm-era" section in the same way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${*:-all}
-[ "$which" = all ] && which="m10 m50 m16g cache"
+[ "$which" = all ] && which="m10 m50 m16g cache era"
 runs=${RUNS:-5}
 cache=${BENCH_CACHE:-bench/cache}
 mkdir -p "$cache"
@@ -175,15 +181,17 @@ bench_pool() {
     fi
 }
 
-build_cache_input() {
-    local name=$1 size=$2; shift 2
+# build_restored NAME SIZE GENERATOR RESTORE_TOOL ARGS...: the XML from
+# ../shared/bench/GENERATOR and the image RESTORE_TOOL makes of it, once.
+build_restored() {
+    local name=$1 size=$2 gen=$3 tool=$4; shift 4
     if [ ! -s "$cache/$name.xml" ]; then
-        python3 ../shared/bench/gen_cache_xml.py "$@" > "$cache/$name.xml.tmp" && mv "$cache/$name.xml.tmp" "$cache/$name.xml"
+        python3 "../shared/bench/$gen" "$@" > "$cache/$name.xml.tmp" && mv "$cache/$name.xml.tmp" "$cache/$name.xml"
     fi
     if [ ! -s "$cache/$name.bin" ] || [ "$cache/$name.xml" -nt "$cache/$name.bin" ]; then
         rm -f "$cache/$name.bin"
         truncate -s "$size" "$cache/$name.bin"
-        "$dmpd" cache_restore -i "$cache/$name.xml" -o "$cache/$name.bin"
+        "$dmpd" "$tool" -i "$cache/$name.xml" -o "$cache/$name.bin"
     fi
 }
 
@@ -210,6 +218,35 @@ bench_cache() {
     fi
 }
 
+# time_era_tools ERA LABEL BINARY: every era tool of BINARY.
+time_era_tools() {
+    local name=$1 who=$2 bin=$3
+    local img=$cache/$1.bin xml=$cache/$1.xml scratch=$cache/$1.restore.bin
+    measure "$name ${who}era_check" warm "$bin" era_check "$img"
+    measure "$name ${who}era_invalidate --written-since 20" warm "$bin" era_invalidate --written-since 20 -o "$cache/$name.inv.xml" "$img"
+    measure "$name ${who}era_dump to a file" warm "$bin" era_dump -o "$cache/$name.dump.xml" "$img"
+    rm -f "$scratch"; truncate -s "$(stat -c %s "$img")" "$scratch"
+    measure "$name ${who}era_restore ($(( $(stat -c %s "$xml") / 1048576 )) MiB XML)" warm "$bin" era_restore -i "$xml" -o "$scratch"
+    rm -f "$scratch" "$cache/$name.dump.xml" "$cache/$name.inv.xml"
+}
+
+bench_era() {
+    local name=$1
+    time_era_tools "$name" "" "$dmpd"
+    if [ -n "${REF_TOOLS:-}" ] && [ -x "$REF_TOOLS" ]; then
+        local saved=$runs
+        runs=1
+        time_era_tools "$name" "reference 1.x " "$REF_TOOLS"
+        runs=$saved
+    fi
+    if [ -x /usr/sbin/era_check ]; then
+        local saved=$runs
+        runs=1
+        measure "$name Debian era_check 0.9.0" warm /usr/sbin/era_check "$cache/$name.bin"
+        runs=$saved
+    fi
+}
+
 load_before=$(uptime | sed 's/.*load average: //')
 for pool in $which; do
     case $pool in
@@ -222,8 +259,8 @@ for pool in $which; do
         m16g)
             build_input m16g 16G --mappings 70000000 --snaps 32 --diverge 0.2 --seed 3
             bench_big m16g ;;
-        cache) ;; # below, after the pools
-        *) echo "unknown size '$pool' (m10, m50, m16g, cache, all)" >&2; exit 1 ;;
+        cache|era) ;; # below, after the pools
+        *) echo "unknown size '$pool' (m10, m50, m16g, cache, era, all)" >&2; exit 1 ;;
     esac
 done
 load_after=$(uptime | sed 's/.*load average: //')
@@ -245,16 +282,21 @@ check_cache() {
     fi
 }
 
-if [[ " $which " == *" cache "* ]]; then
-    thin_rows=("${rows[@]}")
+# Sections of their own: the caches and the era device, timed after the
+# pools, each written to a section file.
+wants() { [[ " $which " == *" $1 "* ]]; }
+sections=()
+thin_rows=("${rows[@]}")
+table_head() {
+    echo "| work | cache | wall (s) | CPU (s) | peak RSS (MiB) | peak heap (MiB) |"
+    echo "|---|---|---:|---:|---:|---:|"
+}
+if wants cache; then
     rows=()
-    build_cache_input c33m 1G --nr-blocks 33000000 --resident 0.01
+    build_restored c33m 1G gen_cache_xml.py cache_restore --nr-blocks 33000000 --resident 0.01
     bench_cache c33m
-    build_cache_input c2m 128M --nr-blocks 2000000 --resident 1.0 --dirty 0.25
+    build_restored c2m 128M gen_cache_xml.py cache_restore --nr-blocks 2000000 --resident 1.0 --dirty 0.25
     bench_cache c2m
-    cache_rows=("${rows[@]}")
-    rows=("${thin_rows[@]}")
-    section=$cache/cache-section.md
     {
         echo "## dm-cache"
         echo
@@ -262,33 +304,56 @@ if [[ " $which " == *" cache "* ]]; then
         echo "c33m: 33,000,000 cache blocks, 1 % resident (a 3-level mapping index); c2m: 2,000,000 blocks, all resident, 25 % dirty."
         echo "Load average when the section was written: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores). Peak RSS counts the mapped metadata pages read (c33m's image holds about 400 MiB of metadata)."
         echo
-        echo "| work | cache | wall (s) | CPU (s) | peak RSS (MiB) | peak heap (MiB) |"
-        echo "|---|---|---:|---:|---:|---:|"
-        printf '%s\n' "${cache_rows[@]}"
-    } > "$section"
-    if [ "$which" = cache ]; then
-        # Only the cache section of the existing file is replaced.
-        if [ -f "$out" ]; then
-            awk '/^## dm-cache$/ {skip = 1; next} skip && /^## / {skip = 0} !skip' "$out" > "$out.tmp"
-        else
-            : > "$out.tmp"
-        fi
-        { cat "$out.tmp"; echo; cat "$section"; } > "$out"
-        rm -f "$out.tmp"
-        echo "wrote the dm-cache section of $out" >&2
-        exit 0
+        table_head
+        printf '%s\n' "${rows[@]}"
+    } > "$cache/cache-section.md"
+    sections+=("$cache/cache-section.md")
+fi
+if wants era; then
+    rows=()
+    build_restored e4m 128M gen_era_xml.py era_restore --nr-blocks 4000000 --eras 40 --writesets 8
+    bench_era e4m
+    {
+        echo "## dm-era"
+        echo
+        echo "Written by \`bench/run.sh $which\` on $(date -u +%Y-%m-%d); median of $runs runs (Debian's and the reference's: one run)."
+        echo "e4m: 4,000,000 blocks, current era 40, writesets for eras 33-40 (gen_era_xml.py --nr-blocks 4000000 --eras 40 --writesets 8)."
+        echo "Load average when the section was written: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)."
+        echo
+        table_head
+        printf '%s\n' "${rows[@]}"
+    } > "$cache/era-section.md"
+    sections+=("$cache/era-section.md")
+fi
+rows=("${thin_rows[@]}")
+
+# The headings of the sections this run wrote, as one awk pattern.
+fresh='^$^'
+for f in "${sections[@]}"; do
+    fresh="$fresh|^$(head -1 "$f")\$"
+done
+
+if [ ${#rows[@]} = 0 ]; then
+    # Only sections were timed: they replace their namesakes in the
+    # existing file, the rest of it stays.
+    if [ -f "$out" ]; then
+        awk -v drop="$fresh" '/^## / {skip = ($0 ~ drop)} !skip' "$out" > "$out.tmp"
+    else
+        : > "$out.tmp"
     fi
+    { cat "$out.tmp"; for f in "${sections[@]}"; do echo; cat "$f"; done; } > "$out"
+    rm -f "$out.tmp"
+    echo "wrote the sections '$which' of $out" >&2
+    exit 0
 fi
 
 # Sections other scripts or people wrote (bench/cache_writeback.sh,
-# bench/migrate.sh, notes on a run) are carried over; the dm-cache one
-# only when this run did not time the caches.
+# bench/migrate.sh, notes on a run) are carried over, and those of the
+# cache and era runs when this run did not time them.
 carried=$cache/carried-sections.md
 : > "$carried"
 if [ -f "$out" ]; then
-    drop='^## dm-cache$'
-    [[ " $which " == *" cache "* ]] || drop='^$^'
-    awk -v drop="$drop" '/^## / {keep = ($0 !~ drop)} keep' "$out" > "$carried"
+    awk -v drop="$fresh" '/^## / {keep = ($0 !~ drop)} keep' "$out" > "$carried"
 fi
 {
     echo "# Benchmarks"
@@ -298,13 +363,12 @@ fi
     echo "Peak RSS includes the mapped metadata pages a tool touched; peak heap is anonymous memory only."
     echo "Load average (1, 5, 15 min) before the run: $load_before; after: $load_after."
     echo
-    echo "| work | cache | wall (s) | CPU (s) | peak RSS (MiB) | peak heap (MiB) |"
-    echo "|---|---|---:|---:|---:|---:|"
+    table_head
     printf '%s\n' "${rows[@]}"
-    if [[ " $which " == *" cache "* ]]; then
+    for f in "${sections[@]}"; do
         echo
-        cat "$cache/cache-section.md"
-    fi
+        cat "$f"
+    done
     if [ -s "$carried" ]; then
         echo
         cat "$carried"
