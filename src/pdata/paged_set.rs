@@ -13,10 +13,10 @@ const PAGE_BITS: u32 = 15;
 const PAGE_WORDS: usize = 1 << (PAGE_BITS - 6);
 const PAGE_BYTES: u64 = (PAGE_WORDS * 8) as u64;
 
-/// Bytes per member the pages may cost, beyond the first 16 MiB, before
+/// Bytes per member the pages may cost, beyond the first 4 MiB, before
 /// the set turns to roaring (which costs about 2 bytes per member).
-const BYTES_PER_MEMBER: u64 = 64;
-const FREE_BYTES: u64 = 16 << 20;
+const BYTES_PER_MEMBER: u64 = 16;
+const FREE_BYTES: u64 = 4 << 20;
 
 #[derive(Default)]
 pub struct PagedSet {
