@@ -366,45 +366,8 @@ mod tests {
         let src = File::open(&src_path).unwrap();
         let dst = File::create(&dst_path).unwrap();
         dst.set_len(size).unwrap();
-        for skip_zeros in [false, true] {
-            let job = CopyJob {
-                src: End {
-                    file: &src,
-                    path: &src_path,
-                    unit_name: "block",
-                },
-                dst: End {
-                    file: &dst,
-                    path: &dst_path,
-                    unit_name: "block",
-                },
-                block_bytes: bb,
-                // Two blocks a piece: the partial block is a piece's first.
-                buffer_bytes: 2 * bb,
-                skip_zeros,
-                src_bytes: size,
-                dst_bytes: size,
-            };
-            let report = copy_extents(
-                &job,
-                &[Extent {
-                    from: 0,
-                    to: 0,
-                    len: 3,
-                }],
-                &Progress::none(),
-            );
-            assert_eq!(
-                report,
-                CopyReport {
-                    copied: 3,
-                    ..CopyReport::default()
-                }
-            );
-            assert_eq!(std::fs::read(&dst_path).unwrap(), bytes);
-        }
-        // Without the limit the short block is a read error, named.
-        let job = CopyJob {
+        // Two blocks a piece: the partial block is a piece's first.
+        let job = |skip_zeros, src_bytes| CopyJob {
             src: End {
                 file: &src,
                 path: &src_path,
@@ -417,19 +380,28 @@ mod tests {
             },
             block_bytes: bb,
             buffer_bytes: 2 * bb,
-            skip_zeros: false,
-            src_bytes: u64::MAX,
+            skip_zeros,
+            src_bytes,
             dst_bytes: size,
         };
-        let report = copy_extents(
-            &job,
-            &[Extent {
-                from: 0,
-                to: 0,
-                len: 3,
-            }],
-            &Progress::none(),
-        );
+        let three = [Extent {
+            from: 0,
+            to: 0,
+            len: 3,
+        }];
+        for skip_zeros in [false, true] {
+            let report = copy_extents(&job(skip_zeros, size), &three, &Progress::none());
+            assert_eq!(
+                report,
+                CopyReport {
+                    copied: 3,
+                    ..CopyReport::default()
+                }
+            );
+            assert_eq!(std::fs::read(&dst_path).unwrap(), bytes);
+        }
+        // Without the limit the short block is a read error, named.
+        let report = copy_extents(&job(false, u64::MAX), &three, &Progress::none());
         assert_eq!((report.copied, report.read_errors), (2, 1));
         assert!(
             report.errors[0].contains("block 2 of"),
