@@ -111,6 +111,16 @@ used_bytes() {
     echo $(( (total - free) * 4096 ))
 }
 
+# with_reference TIMER NAME: TIMER's rows for the reference 1.x, one run
+# each, when REF_TOOLS names it.
+with_reference() {
+    [ -n "${REF_TOOLS:-}" ] && [ -x "$REF_TOOLS" ] || return 0
+    local saved=$runs
+    runs=1
+    "$1" "$2" "reference 1.x " "$REF_TOOLS"
+    runs=$saved
+}
+
 # time_tools POOL LABEL BINARY: every tool of BINARY (a multi-call binary
 # taking the tool name first) on POOL's image and XML.
 time_tools() {
@@ -148,12 +158,7 @@ bench_big() {
     mib=$(( (used + 1048575) / 1048576 ))
     measure "$name sequential read of ${mib} MiB (floor)" warm dd if="$img" of=/dev/null bs=1M count="$mib"
     time_big "$name" "" "$dmpd"
-    if [ -n "${REF_TOOLS:-}" ] && [ -x "$REF_TOOLS" ]; then
-        local saved=$runs
-        runs=1
-        time_big "$name" "reference 1.x " "$REF_TOOLS"
-        runs=$saved
-    fi
+    with_reference time_big "$name"
 }
 
 bench_pool() {
@@ -166,12 +171,7 @@ bench_pool() {
     rm -f "$scratch"; truncate -s "$(stat -c %s "$img")" "$scratch"
     measure "$name durable write of ${mib} MiB (floor)" warm dd if=/dev/zero of="$scratch" bs=1M count="$mib" conv=fdatasync,notrunc
     time_tools "$name" "" "$dmpd"
-    if [ -n "${REF_TOOLS:-}" ] && [ -x "$REF_TOOLS" ]; then
-        local saved=$runs
-        runs=1
-        time_tools "$name" "reference 1.x " "$REF_TOOLS"
-        runs=$saved
-    fi
+    with_reference time_tools "$name"
     if [ "$name" = m10 ] && [ -x /usr/sbin/thin_check ]; then
         local saved=$runs
         runs=1
@@ -210,12 +210,7 @@ bench_cache() {
     local name=$1
     check_cache "$name"
     time_cache_tools "$name" "" "$dmpd"
-    if [ -n "${REF_TOOLS:-}" ] && [ -x "$REF_TOOLS" ]; then
-        local saved=$runs
-        runs=1
-        time_cache_tools "$name" "reference 1.x " "$REF_TOOLS"
-        runs=$saved
-    fi
+    with_reference time_cache_tools "$name"
 }
 
 # time_era_tools ERA LABEL BINARY: every era tool of BINARY.
@@ -233,12 +228,7 @@ time_era_tools() {
 bench_era() {
     local name=$1
     time_era_tools "$name" "" "$dmpd"
-    if [ -n "${REF_TOOLS:-}" ] && [ -x "$REF_TOOLS" ]; then
-        local saved=$runs
-        runs=1
-        time_era_tools "$name" "reference 1.x " "$REF_TOOLS"
-        runs=$saved
-    fi
+    with_reference time_era_tools "$name"
     if [ -x /usr/sbin/era_check ]; then
         local saved=$runs
         runs=1
