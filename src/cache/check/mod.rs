@@ -307,7 +307,7 @@ impl Checker<'_> {
 
         if !opts.skip_mappings {
             let dirty = dirty_bits.as_ref();
-            let (findings, unlisted) = mappings.finish(dirty, MAX_VALUE_FINDINGS);
+            let (findings, unlisted) = mappings.finish(src, dirty, MAX_VALUE_FINDINGS);
             for f in findings {
                 self.report(f);
             }

@@ -88,8 +88,10 @@ pub struct MappingChecker {
     /// Cache blocks with the VALID flag.
     valid: AtomicBitSet,
     blocks: BlockOf,
-    /// (origin, cache block) of every valid mapping.
-    origins: Mutex<Vec<(u64, u32)>>,
+    /// One past the highest origin block of a valid mapping, and how
+    /// many valid mappings there are: what `repeated` plans by.
+    origin_end: AtomicU64,
+    nr_valid: AtomicU64,
     problems: Mutex<Vec<(u64, MappingError)>>,
 }
 
@@ -109,7 +111,8 @@ impl MappingChecker {
             cache_blocks,
             valid: AtomicBitSet::new(cache_blocks.min(cap)),
             blocks: BlockOf::new(nr_array_blocks, src.nr_blocks() + 1),
-            origins: Mutex::new(Vec::new()),
+            origin_end: AtomicU64::new(0),
+            nr_valid: AtomicU64::new(0),
             problems: Mutex::new(Vec::new()),
         }
     }
@@ -136,7 +139,15 @@ impl MappingChecker {
     /// problems, origins mapped twice and (format 2) dirty bits of
     /// unmapped blocks. At most `max` are returned; the count of the
     /// rest comes with them.
-    pub fn finish(&self, dirty: Option<&LocatedBits>, max: usize) -> (Vec<Finding>, u64) {
+    /// `src` is read again for the origins mapped twice: holding every
+    /// (origin, cache block) pair through the walk cost 16 bytes a
+    /// mapping, several times the reference's whole heap on a dense cache.
+    pub fn finish(
+        &self,
+        src: &BlockSource,
+        dirty: Option<&LocatedBits>,
+        max: usize,
+    ) -> (Vec<Finding>, u64) {
         let mut out: Vec<(u64, Finding)> = Vec::new();
         let mut problems = std::mem::take(&mut *self.problems.lock().unwrap());
         problems.sort_by_key(|p| p.0);
@@ -152,7 +163,25 @@ impl MappingChecker {
             ));
         }
 
-        let origins = repeated(std::mem::take(&mut *self.origins.lock().unwrap()));
+        // Every valid mapping of array block k, as the walk read it.
+        let part = |k: usize, sink: &mut dyn FnMut(u64, u32)| {
+            let Some(data) = self.blocks.get(k as u64).and_then(|b| src.block(b).ok()) else {
+                return;
+            };
+            let first = k as u64 * PER_BLOCK;
+            for (i, v) in ArrayBlockView::new(data).values_u64().enumerate() {
+                let m = Mapping::unpack(v);
+                if m.is_valid() {
+                    sink(m.origin, (first + i as u64) as u32);
+                }
+            }
+        };
+        let origins = repeated(
+            self.blocks.0.len(),
+            part,
+            self.origin_end.load(Ordering::Relaxed),
+            self.nr_valid.load(Ordering::Relaxed),
+        );
         let mut i = 0;
         while i < origins.len() {
             let (o, first) = origins[i];
@@ -228,7 +257,7 @@ impl ArrayVisitor for MappingChecker {
     fn visit(&self, index: u64, block: ArrayBlockView<'_>) -> Result<(), String> {
         self.blocks.set(index, block.blocknr());
         let first = index * PER_BLOCK;
-        let mut origins = Vec::new();
+        let (mut origin_end, mut nr_valid) = (0, 0);
         let mut problems = Vec::new();
         for (i, v) in block.values_u64().enumerate() {
             let c = first + i as u64;
@@ -240,12 +269,12 @@ impl ArrayVisitor for MappingChecker {
                 if c < self.valid.nr_words() * 64 {
                     self.valid.insert(c);
                 }
-                origins.push((m.origin, c as u32));
+                origin_end = origin_end.max(m.origin + 1);
+                nr_valid += 1;
             }
         }
-        if !origins.is_empty() {
-            self.origins.lock().unwrap().extend(origins);
-        }
+        self.origin_end.fetch_max(origin_end, Ordering::Relaxed);
+        self.nr_valid.fetch_add(nr_valid, Ordering::Relaxed);
         if !problems.is_empty() {
             self.problems.lock().unwrap().extend(problems);
         }
@@ -254,58 +283,89 @@ impl ArrayVisitor for MappingChecker {
 }
 
 /// The (origin, cache block) pairs whose origin occurs more than once,
-/// sorted. Where the origins are dense enough, a bitset over them finds
-/// the repeats in one pass (sorting every mapping was most of a dense
-/// cache's check); otherwise all are sorted.
-fn repeated(mut origins: Vec<(u64, u32)>) -> Vec<(u64, u32)> {
-    let Some(max) = origins.iter().map(|o| o.0).max() else {
-        return origins;
+/// sorted, from `nr_parts` parts of the mappings (`part(k, sink)` hands
+/// each valid mapping of part k to `sink`), of which there are
+/// `nr_valid` with origins below `origin_end`. Where the origins are
+/// dense enough a shared bitset over them finds the repeats and only
+/// those are gathered, in a second look; otherwise every pair is
+/// gathered and sorted (singles are left for the caller to skip).
+fn repeated<F>(nr_parts: usize, part: F, origin_end: u64, nr_valid: u64) -> Vec<(u64, u32)>
+where
+    F: Fn(usize, &mut dyn FnMut(u64, u32)) + Sync,
+{
+    let gather = |want: &(dyn Fn(u64) -> bool + Sync)| {
+        let mut pairs: Vec<(u64, u32)> = (0..nr_parts)
+            .into_par_iter()
+            .flat_map_iter(|k| {
+                let mut out = Vec::new();
+                part(k, &mut |o, c| {
+                    if want(o) {
+                        out.push((o, c));
+                    }
+                });
+                out
+            })
+            .collect();
+        pairs.par_sort_unstable();
+        pairs
     };
-    // A bitset no larger than the pairs themselves (or 1 MiB).
-    let words = max / 64 + 1;
-    if words > (origins.len() as u64 * 2).max(1 << 17) {
-        origins.par_sort_unstable();
-        return origins;
+    if nr_valid == 0 {
+        return Vec::new();
     }
-    let mut seen = vec![0u64; words as usize];
-    let mut twice: Vec<u64> = Vec::new();
-    for &(o, _) in &origins {
-        let (w, bit) = ((o / 64) as usize, 1u64 << (o % 64));
-        if seen[w] & bit != 0 {
-            twice.push(o);
+    // A bitset no larger than the pairs would be (or 1 MiB).
+    let words = origin_end.div_ceil(64);
+    if words > (nr_valid * 2).max(1 << 17) {
+        return gather(&|_| true);
+    }
+    let seen: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
+    let twice = Mutex::new(Vec::new());
+    (0..nr_parts).into_par_iter().for_each(|k| {
+        let mut again = Vec::new();
+        part(k, &mut |o, _| {
+            let (w, bit) = ((o / 64) as usize, 1u64 << (o % 64));
+            if seen[w].fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+                again.push(o);
+            }
+        });
+        if !again.is_empty() {
+            twice.lock().unwrap().extend(again);
         }
-        seen[w] |= bit;
-    }
+    });
+    let mut twice = twice.into_inner().unwrap();
     if twice.is_empty() {
         return Vec::new();
     }
     twice.sort_unstable();
     twice.dedup();
-    let mut out: Vec<(u64, u32)> = origins
-        .into_iter()
-        .filter(|o| twice.binary_search(&o.0).is_ok())
-        .collect();
-    out.sort_unstable();
-    out
+    gather(&|o| twice.binary_search(&o).is_ok())
 }
 
 #[cfg(test)]
 mod tests {
     use super::repeated;
 
+    /// `repeated` over pairs cut into parts of two, as array blocks.
+    fn of(pairs: Vec<(u64, u32)>) -> Vec<(u64, u32)> {
+        let end = pairs.iter().map(|p| p.0 + 1).max().unwrap_or(0);
+        let parts: Vec<&[(u64, u32)]> = pairs.chunks(2).collect();
+        let part = |k: usize, sink: &mut dyn FnMut(u64, u32)| {
+            for &(o, c) in parts[k] {
+                sink(o, c);
+            }
+        };
+        repeated(parts.len(), part, end, pairs.len() as u64)
+    }
+
     #[test]
     fn repeats_are_found_dense_or_sparse() {
         // Dense: the bitset path.
         let dense = vec![(5, 9), (1, 0), (5, 2), (7, 3), (5, 4), (1, 8)];
-        assert_eq!(
-            repeated(dense),
-            vec![(1, 0), (1, 8), (5, 2), (5, 4), (5, 9)]
-        );
-        assert_eq!(repeated(vec![(3, 1), (4, 2)]), vec![]);
+        assert_eq!(of(dense), vec![(1, 0), (1, 8), (5, 2), (5, 4), (5, 9)]);
+        assert_eq!(of(vec![(3, 1), (4, 2)]), vec![]);
         // Sparse (origins near 2^48): sorted; singles stay and are
         // skipped by the caller.
         let sparse = vec![(1 << 47, 3), (9, 1), (1 << 47, 2)];
-        assert_eq!(repeated(sparse), vec![(9, 1), (1 << 47, 2), (1 << 47, 3)]);
-        assert_eq!(repeated(vec![]), vec![]);
+        assert_eq!(of(sparse), vec![(9, 1), (1 << 47, 2), (1 << 47, 3)]);
+        assert_eq!(of(vec![]), vec![]);
     }
 }
