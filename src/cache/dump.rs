@@ -15,9 +15,10 @@
 use std::io::Write;
 
 use anyhow::{bail, Context, Result};
-use roaring::{RoaringBitmap, RoaringTreemap};
+use roaring::RoaringBitmap;
 
 use crate::io::BlockSource;
+use crate::pdata::paged_set::PagedSet;
 
 use super::hint::HINT_SIZE;
 use super::mapping::{DIRTY, VALID};
@@ -129,7 +130,7 @@ pub struct MetadataItems<'m, 'a> {
     stage: Stage,
     iter: Option<Box<dyn Iterator<Item = Entry<'a>> + 'm>>,
     /// Origins mapped so far (repair: a second mapping of one is dropped).
-    origins: RoaringTreemap,
+    origins: PagedSet,
     /// Cache blocks whose mapping was dropped (their hints go too).
     dropped: RoaringBitmap,
     /// Repair drops hints of a size no checker accepts.
@@ -146,7 +147,7 @@ impl<'m, 'a> MetadataItems<'m, 'a> {
             repair: opts.repair,
             stage: Stage::Superblock,
             iter: None,
-            origins: RoaringTreemap::new(),
+            origins: PagedSet::new(),
             dropped: RoaringBitmap::new(),
             no_hints: false,
             warnings: Vec::new(),

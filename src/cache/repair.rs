@@ -15,7 +15,7 @@ use crate::io::BlockSource;
 use crate::report::phases;
 
 use super::dump::{self, DumpOptions, MetadataItems};
-use super::restore::{build_items, validate_items, RestoreOptions};
+use super::restore::{build_items, validate_items_logged, ItemSource, RestoreOptions};
 use super::superblock::Superblock;
 
 /// What a repair salvaged and wrote.
@@ -43,7 +43,7 @@ pub fn repair_to<S: BlockSink>(
         clean_shutdown: true,
     };
     let mut items = MetadataItems::new(&md, &opts);
-    let plan = validate_items(&mut items, restore.metadata_version)
+    let (plan, log) = validate_items_logged(&mut items, restore.metadata_version, true)
         .map_err(|e| anyhow!("salvaged item {}: {}", e.offset, e.message))
         .context("the salvaged metadata is not consistent")?;
     warnings.append(&mut items.warnings);
@@ -51,16 +51,20 @@ pub fn repair_to<S: BlockSink>(
     let usable = plan.room(&format!("'{}'", output.display()), bytes)?;
     let mut sink = open().context("output error")?;
     let place = |at: u64| format!("salvaged item {at}");
-    let superblock = build_items(
-        &mut MetadataItems::new(&md, &opts),
-        &place,
-        &plan,
-        &restore,
-        &mut sink,
-        usable,
-        keep,
-    )
-    .context("output error")?;
+    // The salvage replayed, or (past the log's budget) salvaged again.
+    let (mut replay, mut again);
+    let items: &mut dyn ItemSource = match &log {
+        Some(log) => {
+            replay = log.replay();
+            &mut replay
+        }
+        None => {
+            again = MetadataItems::new(&md, &opts);
+            &mut again
+        }
+    };
+    let superblock = build_items(items, &place, &plan, &restore, &mut sink, usable, keep)
+        .context("output error")?;
     Ok(Repaired {
         superblock,
         warnings,

@@ -420,15 +420,33 @@ impl Validator {
 
 /// The first pass over any item source (repair's salvage, fuzzing).
 pub fn validate_items(items: &mut dyn ItemSource, version: u32) -> XmlResult<Plan> {
-    Validator::new(version).run(items).map_err(|f| match f {
-        Failure::At(e) => e,
-        Failure::Twice { origin, second, at } => XmlError {
-            offset: at,
-            message: format!(
-                "origin block {origin} is mapped twice (again by cache block {second})"
-            ),
-        },
-    })
+    validate_items_logged(items, version, false).map(|(plan, _)| plan)
+}
+
+/// `validate_items`, and with `record` the items as a log for the
+/// second pass (None if it outgrew its budget), so that a costly source
+/// (repair's salvage) is read once.
+pub fn validate_items_logged(
+    items: &mut dyn ItemSource,
+    version: u32,
+    record: bool,
+) -> XmlResult<(Plan, Option<CacheLog>)> {
+    let mut recording = Recording {
+        items,
+        log: record.then(|| CacheLog::new(log::DEFAULT_BUDGET)),
+    };
+    let plan = Validator::new(version)
+        .run(&mut recording)
+        .map_err(|f| match f {
+            Failure::At(e) => e,
+            Failure::Twice { origin, second, at } => XmlError {
+                offset: at,
+                message: format!(
+                    "origin block {origin} is mapped twice (again by cache block {second})"
+                ),
+            },
+        })?;
+    Ok((plan, recording.log.and_then(CacheLog::finish)))
 }
 
 /// The first pass over XML in memory (fuzzing, tests).
@@ -466,12 +484,12 @@ pub fn validate(path: &Path, version: u32) -> Result<Plan> {
 }
 
 /// Items passed on as they are read, and recorded.
-struct Recording<'a, 'b> {
-    items: &'a mut CacheXmlItems<'b>,
+struct Recording<'a> {
+    items: &'a mut dyn ItemSource,
     log: Option<CacheLog>,
 }
 
-impl ItemSource for Recording<'_, '_> {
+impl ItemSource for Recording<'_> {
     fn next_item(&mut self) -> XmlResult<Option<(Item, u64)>> {
         let next = self.items.next_item()?;
         if let (Some(log), Some((item, at))) = (&mut self.log, &next) {
