@@ -289,18 +289,32 @@ pub struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    pub fn eat(&mut self, lit: &[u8]) -> bool {
-        let hit = self.s[self.i..].starts_with(lit);
+    /// Literals are arrays, so that the comparison is a few word loads
+    /// rather than a call (it runs several times per line).
+    #[inline]
+    pub fn eat<const N: usize>(&mut self, lit: &[u8; N]) -> bool {
+        let hit = self.s[self.i..].first_chunk::<N>() == Some(lit);
         if hit {
-            self.i += lit.len();
+            self.i += N;
         }
         hit
     }
 
     /// Digits up to the closing quote (left unread), as a number that
     /// fits 64 bits.
+    #[inline]
     pub fn decimal(&mut self) -> Option<u64> {
-        decimal(self.until_quote()?)?
+        let start = self.i;
+        let mut n = 0u64;
+        while let Some(&c) = self.s.get(self.i) {
+            match c {
+                b'0'..=b'9' => n = n.checked_mul(10)?.checked_add((c - b'0') as u64)?,
+                b'"' => break,
+                _ => return None,
+            }
+            self.i += 1;
+        }
+        (self.i > start && self.s.get(self.i) == Some(&b'"')).then_some(n)
     }
 
     /// `true` or `false`.
