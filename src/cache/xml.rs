@@ -538,6 +538,21 @@ impl<W: Write> XmlWriter<W> {
         self.spill()
     }
 
+    /// Lines another writer formatted (a part of the document made in
+    /// parallel), written in their place.
+    pub fn lines(&mut self, text: &[u8]) -> std::io::Result<()> {
+        self.out.write_all(&self.buf)?;
+        self.buf.clear();
+        self.out.write_all(text)
+    }
+
+    /// Everything buffered, without `</superblock>`: the output of a
+    /// writer that formats a part of the document.
+    pub fn part(mut self) -> std::io::Result<W> {
+        self.out.write_all(&self.buf)?;
+        Ok(self.out)
+    }
+
     /// Writes `</superblock>` and everything buffered; returns the output
     /// (not flushed).
     pub fn finish(mut self) -> std::io::Result<W> {
