@@ -33,7 +33,7 @@ use quick_xml::events::BytesStart;
 use quick_xml::Reader;
 
 use crate::io::xml::{
-    err, next_markup, push_attr, push_text_attr, take_front, Attrs, Cursor, Markup,
+    err, next_markup, push_attr, push_text_attr, take_front, Attrs, Cursor, Markup, Released,
 };
 pub use crate::io::xml::{locate, XmlDoc, XmlError, XmlResult};
 
@@ -101,7 +101,7 @@ pub struct CacheXmlItems<'a> {
     reader: Reader<&'a [u8]>,
     /// The mapped document, whose pages behind the parser are let go.
     doc: Option<&'a XmlDoc>,
-    released: u64,
+    released: Released,
     /// Bytes read by `canonical_leaf` past the general parser, which
     /// does not count them in its own position.
     skipped: u64,
@@ -112,11 +112,6 @@ pub struct CacheXmlItems<'a> {
     started: bool,
 }
 
-/// Bytes parsed between releases of the mapped pages behind, and how far
-/// behind the parser the release stays.
-const RELEASE_EVERY: u64 = 32 << 20;
-const RELEASE_LAG: u64 = 16 << 20;
-
 impl<'a> CacheXmlItems<'a> {
     pub fn new(input: &'a [u8]) -> Self {
         let mut reader = Reader::from_reader(input);
@@ -124,7 +119,7 @@ impl<'a> CacheXmlItems<'a> {
         CacheXmlItems {
             reader,
             doc: None,
-            released: 0,
+            released: Released::default(),
             skipped: 0,
             fast: true,
             started: false,
@@ -152,10 +147,7 @@ impl<'a> CacheXmlItems<'a> {
     pub fn next_item(&mut self) -> XmlResult<Option<(Item, u64)>> {
         if let Some(doc) = self.doc {
             let at = self.skipped + self.reader.buffer_position();
-            if at >= self.released + RELEASE_EVERY + RELEASE_LAG {
-                self.released = at - RELEASE_LAG;
-                doc.release_before(self.released as usize);
-            }
+            doc.release_behind(at, &mut self.released);
         }
         if self.fast && self.started {
             if let Some(found) = take_front(&mut self.reader, &mut self.skipped, canonical_leaf) {

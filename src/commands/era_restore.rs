@@ -7,7 +7,7 @@ use anyhow::{anyhow, Context, Result};
 use clap::{ArgAction, Parser};
 
 use crate::era::restore::{build, room};
-use crate::era::xml::parse;
+use crate::era::xml::parse_doc;
 use crate::io::input::check_path;
 use crate::io::output::{metadata_output, metadata_output_size};
 use crate::io::xml::{locate, XmlDoc};
@@ -56,7 +56,7 @@ fn run_cli(cli: Cli) -> Result<()> {
     let bytes = metadata_output_size(&cli.output, &[&cli.input])?;
     let doc = XmlDoc::open(&cli.input)
         .with_context(|| format!("cannot read '{}'", cli.input.display()))?;
-    let model = parse(doc.bytes()).map_err(|e| {
+    let model = parse_doc(&doc).map_err(|e| {
         let (line, col) = locate(&cli.input, e.offset);
         anyhow!(
             "{}: line {line}, column {col}: {}",

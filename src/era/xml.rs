@@ -21,7 +21,7 @@
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
-use crate::io::xml::{err, take_front, Attrs, XmlResult};
+use crate::io::xml::{err, take_front, Attrs, Released, XmlDoc, XmlResult};
 
 use super::model::{EraModel, ModelWriteset};
 
@@ -284,12 +284,18 @@ impl Parser {
 
 /// Parses and validates era XML.
 pub fn parse(input: &[u8]) -> XmlResult<EraModel> {
-    parse_with(input, true)
+    parse_with(input, true, None)
+}
+
+/// `parse` of a mapped document, whose pages behind the parser leave the
+/// resident set as it goes.
+pub fn parse_doc(doc: &XmlDoc) -> XmlResult<EraModel> {
+    parse_with(doc.bytes(), true, Some(doc))
 }
 
 /// `fast`: canonical `<bit>` and `<era>` elements are read past the
 /// general parser (off only to test that both ways agree).
-fn parse_with(input: &[u8], fast: bool) -> XmlResult<EraModel> {
+fn parse_with(input: &[u8], fast: bool, doc: Option<&XmlDoc>) -> XmlResult<EraModel> {
     let mut reader = Reader::from_reader(input);
     reader.config_mut().check_end_names = true;
     let mut p = Parser {
@@ -304,7 +310,11 @@ fn parse_with(input: &[u8], fast: bool) -> XmlResult<EraModel> {
     // Whether the reader has just returned an element (and so stands
     // before text, looking for the next '<'), where take_front may act.
     let mut between = false;
+    let mut released = Released::default();
     loop {
+        if let Some(doc) = doc {
+            doc.release_behind(skipped + reader.buffer_position(), &mut released);
+        }
         if fast && between {
             if let Some(done) = p.canonical(&mut reader, &mut skipped) {
                 done?;
@@ -378,7 +388,7 @@ mod tests {
              <bit block=\"1\" value=\"true\"/>\n    <bit block=\"2\" value=\"true\"/>\n  </writeset>\n  \
              <era_array>\n    <era block=\"0\" era=\"3\"/>\n    <era block=\"1\" era=\"0\"/>\n    \
              <era block=\"7\" era=\"2\"/>\n  </era_array>");
-        let m = parse_with(good.as_bytes(), true).unwrap();
+        let m = parse_with(good.as_bytes(), true, None).unwrap();
         assert_eq!(m.writesets[0].marked, vec![1..3]);
         assert_eq!(m.eras, vec![(0, 3), (7, 2)]);
         for text in [
@@ -409,8 +419,8 @@ mod tests {
             good[..good.find("<bit block=\"2\"").unwrap() + 10].to_string(),
         ] {
             assert_eq!(
-                parse_with(text.as_bytes(), true),
-                parse_with(text.as_bytes(), false),
+                parse_with(text.as_bytes(), true, None),
+                parse_with(text.as_bytes(), false, None),
                 "{text}"
             );
         }

@@ -91,6 +91,28 @@ impl XmlDoc {
     }
 }
 
+/// Bytes parsed between releases of the mapped pages behind a parser,
+/// and how far behind it the release stays (elements queued for a
+/// consumer lie in the last megabyte or two).
+const RELEASE_EVERY: u64 = 32 << 20;
+const RELEASE_LAG: u64 = 16 << 20;
+
+/// How far a parser of an `XmlDoc` has let go of the pages behind it.
+#[derive(Default)]
+pub struct Released(u64);
+
+impl XmlDoc {
+    /// Called as a parser reaches byte `at`: now and then lets go of
+    /// the pages well behind it (`release_before`).
+    #[inline]
+    pub fn release_behind(&self, at: u64, released: &mut Released) {
+        if at >= released.0 + RELEASE_EVERY + RELEASE_LAG {
+            released.0 = at - RELEASE_LAG;
+            self.release_before(released.0 as usize);
+        }
+    }
+}
+
 /// Attribute values of one element, checked against what it allows.
 /// Most attributes an element has.
 const MAX_ATTRS: usize = 8;

@@ -6,7 +6,7 @@
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
-use crate::io::xml::{err, Attrs};
+use crate::io::xml::{err, Attrs, Released};
 pub use crate::io::xml::{locate, XmlDoc, XmlError, XmlResult};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -258,20 +258,11 @@ impl<'a> ItemsAhead<'a> {
         scope: &'scope std::thread::Scope<'scope, 'a>,
         doc: &'a XmlDoc,
     ) -> ItemsAhead<'a> {
-        /// Bytes parsed between releases of the pages behind.
-        const RELEASE_EVERY: u64 = 32 << 20;
-        /// How far behind the parser the release stays: the elements
-        /// queued for the consumer lie in the last megabyte or two.
-        const RELEASE_LAG: u64 = 16 << 20;
         let mut ahead = Self::spawn(scope, move |out| {
             let mut items = XmlItems::new(doc.bytes());
-            let mut released = 0;
+            let mut released = Released::default();
             loop {
-                let at = items.reader.buffer_position();
-                if at >= released + RELEASE_EVERY + RELEASE_LAG {
-                    released = at - RELEASE_LAG;
-                    doc.release_before(released as usize);
-                }
+                doc.release_behind(items.reader.buffer_position(), &mut released);
                 match items.next_raw() {
                     Ok(Some(p)) => {
                         // Share the work: while the consumer keeps up,
