@@ -43,7 +43,7 @@ pub fn repair_to<S: BlockSink>(
         clean_shutdown: true,
     };
     let mut items = MetadataItems::new(&md, &opts);
-    let (plan, log) = validate_items_logged(&mut items, restore.metadata_version, true)
+    let (plan, log) = validate_items_logged(&mut items, restore.metadata_version, true, true)
         .map_err(|e| anyhow!("salvaged item {}: {}", e.offset, e.message))
         .context("the salvaged metadata is not consistent")?;
     warnings.append(&mut items.warnings);

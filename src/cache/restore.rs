@@ -177,7 +177,9 @@ struct Validator {
     seen: [bool; 3],
     /// The last cache block (mappings, hints) or discard end, per section.
     last: Option<u64>,
-    origins: PagedSet,
+    /// Origins mapped so far; None where the source drops a second
+    /// mapping of one itself (repair's salvage), so none can come.
+    origins: Option<PagedSet>,
     nr_mappings: u64,
     nr_dirty: u64,
     nr_hints: u64,
@@ -195,7 +197,7 @@ impl Validator {
             section: Section::None,
             seen: [false; 3],
             last: None,
-            origins: PagedSet::new(),
+            origins: Some(PagedSet::new()),
             nr_mappings: 0,
             nr_dirty: 0,
             nr_hints: 0,
@@ -363,7 +365,11 @@ impl Validator {
             Item::Mapping(m) => {
                 self.within(Section::Mappings, "mapping", at)?;
                 self.cache_block(m.cache_block, "mapping", at)?;
-                if !self.origins.insert(m.origin_block) {
+                if self
+                    .origins
+                    .as_mut()
+                    .is_some_and(|o| !o.insert(m.origin_block))
+                {
                     return Err(Failure::Twice {
                         origin: m.origin_block,
                         second: m.cache_block,
@@ -420,32 +426,37 @@ impl Validator {
 
 /// The first pass over any item source (repair's salvage, fuzzing).
 pub fn validate_items(items: &mut dyn ItemSource, version: u32) -> XmlResult<Plan> {
-    validate_items_logged(items, version, false).map(|(plan, _)| plan)
+    validate_items_logged(items, version, false, false).map(|(plan, _)| plan)
 }
 
 /// `validate_items`, and with `record` the items as a log for the
 /// second pass (None if it outgrew its budget), so that a costly source
-/// (repair's salvage) is read once.
+/// (repair's salvage) is read once. `origins_unique`: the source never
+/// maps an origin block twice (the salvage drops a second mapping), so
+/// that is not checked again.
 pub fn validate_items_logged(
     items: &mut dyn ItemSource,
     version: u32,
     record: bool,
+    origins_unique: bool,
 ) -> XmlResult<(Plan, Option<CacheLog>)> {
     let mut recording = Recording {
         items,
         log: record.then(|| CacheLog::new(log::DEFAULT_BUDGET)),
     };
-    let plan = Validator::new(version)
-        .run(&mut recording)
-        .map_err(|f| match f {
-            Failure::At(e) => e,
-            Failure::Twice { origin, second, at } => XmlError {
-                offset: at,
-                message: format!(
-                    "origin block {origin} is mapped twice (again by cache block {second})"
-                ),
-            },
-        })?;
+    let mut validator = Validator::new(version);
+    if origins_unique {
+        validator.origins = None;
+    }
+    let plan = validator.run(&mut recording).map_err(|f| match f {
+        Failure::At(e) => e,
+        Failure::Twice { origin, second, at } => XmlError {
+            offset: at,
+            message: format!(
+                "origin block {origin} is mapped twice (again by cache block {second})"
+            ),
+        },
+    })?;
     Ok((plan, recording.log.and_then(CacheLog::finish)))
 }
 
