@@ -19,6 +19,7 @@ use rayon::prelude::*;
 use roaring::RoaringBitmap;
 
 use crate::io::BlockSource;
+use crate::pdata::array::max_entries_for;
 use crate::pdata::paged_set::PagedSet;
 
 use super::hint::HINT_SIZE;
@@ -26,7 +27,6 @@ use super::mapping::{Mapping as MappingValue, DIRTY, MAPPING_SIZE, VALID};
 use super::read::{CacheMetadata, Entry, ReadOptions, Structure};
 use super::restore::ItemSource;
 use super::xml::{Hint, Item, Mapping, SuperblockAttrs, XmlResult, XmlWriter, MAX_HINT_BYTES};
-use crate::pdata::array::max_entries_for;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DumpOptions {
@@ -325,10 +325,12 @@ pub fn dump(
 /// Formats one entry's line (or none) into a part of the document.
 type LineOf<'e> = dyn Fn(&mut XmlWriter<Vec<u8>>, &Entry) -> std::io::Result<()> + Sync + 'e;
 
-/// Mapping array blocks a task formats (about 65,000 cache blocks), and
-/// tasks formatted ahead of the writer.
-const CHUNK: usize = 128;
-const WINDOW: usize = 16;
+/// Mapping array blocks a task formats (about 2,000 cache blocks: a
+/// dense cache's lines for them are some 120 KiB), and tasks formatted
+/// ahead of the writer: the lines held at once stay near the
+/// reference's whole heap.
+const CHUNK: usize = 4;
+const WINDOW: usize = 4;
 
 /// The dump of sound metadata (what `MetadataItems` yields without
 /// repair: nothing is dropped), its mapping and hint lines formatted on

@@ -31,6 +31,16 @@ pub fn err<T>(offset: u64, message: impl Into<String>) -> XmlResult<T> {
     })
 }
 
+/// Bytes parsed between releases of the mapped pages behind a parser,
+/// and how far behind it the release stays (elements queued for a
+/// consumer lie in the last megabyte or two).
+const RELEASE_EVERY: u64 = 32 << 20;
+const RELEASE_LAG: u64 = 16 << 20;
+
+/// How far a parser of an `XmlDoc` has let go of the pages behind it.
+#[derive(Default)]
+pub struct Released(u64);
+
 /// An XML document's bytes: the file mapped read-only, or a copy
 /// when it cannot be mapped (empty files, pipes).
 pub struct XmlDoc {
@@ -89,19 +99,7 @@ impl XmlDoc {
             }
         }
     }
-}
 
-/// Bytes parsed between releases of the mapped pages behind a parser,
-/// and how far behind it the release stays (elements queued for a
-/// consumer lie in the last megabyte or two).
-const RELEASE_EVERY: u64 = 32 << 20;
-const RELEASE_LAG: u64 = 16 << 20;
-
-/// How far a parser of an `XmlDoc` has let go of the pages behind it.
-#[derive(Default)]
-pub struct Released(u64);
-
-impl XmlDoc {
     /// Called as a parser reaches byte `at`: now and then lets go of
     /// the pages well behind it (`release_before`).
     #[inline]
