@@ -25,10 +25,11 @@
 //!    what later transactions changed). Otherwise the best-ranked
 //!    top-level tree, with the details tree holding the same device ids
 //!    (or, failing that, the most of them).
-//! 5. Device by device: a device in both trees is kept; one whose mapping
-//!    tree is lost is found by its mapping count among the mapping roots
-//!    nothing points at (if exactly one matches), else kept without
-//!    mappings; one without details gets synthesised details whose
+//! 5. Device by device: a device in both trees is kept; one the top-level
+//!    tree does not list is found by its mapping count among the mapping
+//!    roots nothing points at (if exactly one matches), else kept without
+//!    mappings, as is one whose listed root is damaged (a tree found by
+//!    count would be an older version of it); one without details gets synthesised details whose
 //!    snapshot time is newer than any mapping (every mapping is then
 //!    treated as shared, so later writes copy rather than overwrite).
 //! 6. The superblock is block 0's when its roots were followed (overrides
@@ -334,7 +335,8 @@ pub fn salvage(src: &BlockSource, opts: &RepairOptions) -> Result<Salvage> {
         .collect();
     let mut devices = Vec::new();
     for id in ids {
-        let mut root = top_entries.get(&id).copied();
+        let listed = top_entries.get(&id).copied();
+        let mut root = listed;
         if let Some(r) = root {
             if !f.usable(r, Class::Mapping) {
                 warnings.push(format!(
@@ -344,7 +346,18 @@ pub fn salvage(src: &BlockSource, opts: &RepairOptions) -> Result<Salvage> {
             }
         }
         let det = det_entries.get(&id).copied();
-        if root.is_none() {
+        if let (None, Some(r), Some(d)) = (root, listed, det) {
+            // The top-level tree names this device's tree and its root is
+            // damaged. A tree nothing points at with as many mappings is
+            // then an older version of it (the kernel writes a changed
+            // node elsewhere and lets the old one go): taking it would
+            // bring back old data as if it were current.
+            warnings.push(format!(
+                "device {id}: kept without mappings: its root (block {r}) is damaged, and a tree \
+                 elsewhere holding its {} mappings would be an older version of it",
+                d.mapped_blocks
+            ));
+        } else if root.is_none() {
             if let Some(d) = det {
                 let matching: Vec<usize> = (0..unclaimed.len())
                     .filter(|&i| unclaimed[i].1 == d.mapped_blocks)
