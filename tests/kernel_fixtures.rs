@@ -117,6 +117,40 @@ fn repair_of_a_damaged_device_root_keeps_the_current_devices() {
     thin::check_clean(&out, &[]);
 }
 
+/// A device whose whole tree is one leaf, damaged: an older version of
+/// that leaf with the same number of mappings lies unreferenced
+/// elsewhere. Repair must not revive it as the device (an earlier build
+/// did: thin 0 then read as it did before the writes that followed a
+/// snapshot); the device is kept without mappings, the others exactly.
+#[test]
+fn repair_does_not_revive_an_older_version_of_a_damaged_root_leaf() {
+    let s = Scratch::new("kernel-fixture-leaf-root");
+    let img = unpacked(&s, "tmeta_tier_leaf_root");
+    let before = thin::ls_mapped(&img, &[]);
+    let p = img.to_str().unwrap();
+    let o = common::run("thin_generate_damage", &["--kind", "node-checksum", p]);
+    assert_eq!(common::code(&o), 0);
+    let where_ = common::stdout(&o) + &common::stderr(&o);
+    assert!(where_.contains("node-checksum at block 143"), "{where_}");
+    let out = s.path("repaired");
+    std::fs::File::create(&out)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    let o = common::run("thin_repair", &["-i", p, "-o", out.to_str().unwrap()]);
+    assert_eq!(common::code(&o), 0, "{}", common::stderr(&o));
+    let said = common::stderr(&o);
+    assert!(
+        said.contains("device 0: kept without mappings: its root (block 143) is damaged"),
+        "{said}"
+    );
+    assert!(!said.contains("found its mapping tree"), "{said}");
+    let mut expected = before.clone();
+    expected.insert(0, 0);
+    assert_eq!(thin::ls_mapped(&out, &[]), expected, "before: {before:?}");
+    thin::check_clean(&out, &[]);
+}
+
 /// The gunzipped image `name` of fixtures/kernel, in the scratch dir.
 fn unpacked(s: &Scratch, name: &str) -> std::path::PathBuf {
     let gz = std::fs::read(
