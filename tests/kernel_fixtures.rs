@@ -79,32 +79,12 @@ fn thin_images_agree_with_the_kernels_status() {
 #[test]
 fn repair_of_a_damaged_device_root_keeps_the_current_devices() {
     let s = Scratch::new("kernel-fixture-repair");
-    let gz = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/kernel/tmeta_tier_snaps_held.bin.gz"),
-    )
-    .unwrap();
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(&gz[..])
-        .read_to_end(&mut bytes)
-        .unwrap();
-    let img = s.path("meta");
-    std::fs::write(&img, &bytes).unwrap();
+    let img = unpacked(&s, "tmeta_tier_snaps_held");
     let before = thin::ls_mapped(&img, &[]);
-    let p = img.to_str().unwrap();
-    let o = common::run("thin_generate_damage", &["--kind", "node-checksum", p]);
-    assert_eq!(common::code(&o), 0);
-    let out = s.path("repaired");
-    std::fs::File::create(&out)
-        .unwrap()
-        .set_len(8 << 20)
-        .unwrap();
-    let o = common::run("thin_repair", &["-i", p, "-o", out.to_str().unwrap()]);
-    assert_eq!(common::code(&o), 0, "{}", common::stderr(&o));
+    let (_, said, out) = damaged_and_repaired(&s, &img);
     assert!(
-        common::stderr(&o)
-            .contains("device 0: its mapping tree root (block 207) holds no usable node"),
-        "{}",
-        common::stderr(&o)
+        said.contains("device 0: its mapping tree root (block 207) holds no usable node"),
+        "{said}"
     );
     let after = thin::ls_mapped(&out, &[]);
     let mut expected = before.clone();
@@ -127,19 +107,8 @@ fn repair_does_not_revive_an_older_version_of_a_damaged_root_leaf() {
     let s = Scratch::new("kernel-fixture-leaf-root");
     let img = unpacked(&s, "tmeta_tier_leaf_root");
     let before = thin::ls_mapped(&img, &[]);
-    let p = img.to_str().unwrap();
-    let o = common::run("thin_generate_damage", &["--kind", "node-checksum", p]);
-    assert_eq!(common::code(&o), 0);
-    let where_ = common::stdout(&o) + &common::stderr(&o);
-    assert!(where_.contains("node-checksum at block 143"), "{where_}");
-    let out = s.path("repaired");
-    std::fs::File::create(&out)
-        .unwrap()
-        .set_len(8 << 20)
-        .unwrap();
-    let o = common::run("thin_repair", &["-i", p, "-o", out.to_str().unwrap()]);
-    assert_eq!(common::code(&o), 0, "{}", common::stderr(&o));
-    let said = common::stderr(&o);
+    let (damage, said, out) = damaged_and_repaired(&s, &img);
+    assert!(damage.contains("node-checksum at block 143"), "{damage}");
     assert!(
         said.contains("device 0: kept without mappings: its root (block 143) is damaged"),
         "{said}"
@@ -149,6 +118,24 @@ fn repair_does_not_revive_an_older_version_of_a_damaged_root_leaf() {
     expected.insert(0, 0);
     assert_eq!(thin::ls_mapped(&out, &[]), expected, "before: {before:?}");
     thin::check_clean(&out, &[]);
+}
+
+/// `img` given a node-checksum damage and repaired into an 8 MiB file:
+/// what the damage tool and thin_repair (which must succeed) said, and
+/// the repaired file.
+fn damaged_and_repaired(s: &Scratch, img: &Path) -> (String, String, std::path::PathBuf) {
+    let p = img.to_str().unwrap();
+    let o = common::run("thin_generate_damage", &["--kind", "node-checksum", p]);
+    assert_eq!(common::code(&o), 0);
+    let damage = common::stdout(&o) + &common::stderr(&o);
+    let out = s.path("repaired");
+    std::fs::File::create(&out)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    let o = common::run("thin_repair", &["-i", p, "-o", out.to_str().unwrap()]);
+    assert_eq!(common::code(&o), 0, "{}", common::stderr(&o));
+    (damage, common::stderr(&o), out)
 }
 
 /// The gunzipped image `name` of fixtures/kernel, in the scratch dir.
