@@ -1,15 +1,14 @@
 //! cache_dump: write dm-cache metadata as XML.
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{ArgAction, Parser};
 
 use crate::cache::dump::{dump, DumpOptions};
 use crate::io::input::{check_binary, check_path};
-use crate::io::output::ReplacingOutput;
+use crate::io::output::write_text;
 use crate::io::source::{BlockSource, OpenOptions};
 
 /// Dump dm-cache metadata as XML
@@ -51,24 +50,8 @@ fn run_cli(cli: Cli) -> Result<()> {
     check_binary(&src, false)?;
     let opts = DumpOptions { repair: cli.repair };
     let mut warn = |w: &str| eprintln!("{w}");
-    match &cli.output {
-        Some(path) => {
-            // A dump that fails part way leaves an earlier file as it was.
-            let file = ReplacingOutput::create(path, &[&cli.input]).context("output error")?;
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-            dump(&src, &opts, &mut out, &mut warn)?;
-            let file = out
-                .into_inner()
-                .map_err(|e| e.into_error())
-                .context("output error")?;
-            file.commit().context("output error")?;
-        }
-        None => {
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            dump(&src, &opts, &mut out, &mut warn)?;
-            out.flush().context("output error")?;
-        }
-    }
-    Ok(())
+    // A dump that fails part way leaves an earlier file as it was.
+    write_text(cli.output.as_deref(), &[&cli.input], |out| {
+        dump(&src, &opts, out, &mut warn)
+    })
 }

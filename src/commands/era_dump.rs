@@ -4,12 +4,12 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{ArgAction, Parser};
 
 use crate::era::dump::{dump, DumpOptions};
 use crate::io::input::{check_binary, check_path};
-use crate::io::output::ReplacingOutput;
+use crate::io::output::write_text;
 use crate::io::source::{BlockSource, OpenOptions};
 
 /// Dump dm-era metadata as XML
@@ -64,23 +64,5 @@ fn run_cli(cli: Cli) -> Result<()> {
         }
         Ok(())
     };
-    match &cli.output {
-        Some(path) => {
-            let file = ReplacingOutput::create(path, &[&cli.input]).context("output error")?;
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-            write(&mut out)?;
-            let file = out
-                .into_inner()
-                .map_err(|e| e.into_error())
-                .context("output error")?;
-            file.commit().context("output error")?;
-        }
-        None => {
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            write(&mut out)?;
-            out.flush()?;
-        }
-    }
-    Ok(())
+    write_text(cli.output.as_deref(), &[&cli.input], write)
 }

@@ -1,16 +1,15 @@
 //! era_invalidate: list the origin blocks written since an era.
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{ArgAction, Parser};
 
 use crate::era::invalidate::{write_blocks, written_since};
 use crate::era::read::Side;
 use crate::io::input::{check_binary, check_path};
-use crate::io::output::ReplacingOutput;
+use crate::io::output::write_text;
 use crate::io::source::{BlockSource, OpenOptions};
 
 /// List the blocks of a dm-era origin that may have been written since an era
@@ -65,23 +64,7 @@ fn run_cli(cli: Cli) -> Result<()> {
         Side::Live
     };
     let runs = written_since(&src, side, cli.written_since)?;
-    match &cli.output {
-        Some(path) => {
-            let file = ReplacingOutput::create(path, &[&cli.input]).context("output error")?;
-            let mut out = std::io::BufWriter::new(file);
-            write_blocks(&runs, &mut out)?;
-            let file = out
-                .into_inner()
-                .map_err(|e| e.into_error())
-                .context("output error")?;
-            file.commit().context("output error")?;
-        }
-        None => {
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            write_blocks(&runs, &mut out)?;
-            out.flush()?;
-        }
-    }
-    Ok(())
+    write_text(cli.output.as_deref(), &[&cli.input], |out| {
+        write_blocks(&runs, out)
+    })
 }

@@ -1,14 +1,13 @@
 //! thin_dump: write thin metadata as XML or a human-readable listing.
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{ArgAction, Parser, ValueEnum};
 
 use crate::io::input::{check_binary, check_path};
-use crate::io::output::ReplacingOutput;
+use crate::io::output::write_text;
 use crate::io::source::{BlockSource, OpenOptions};
 use crate::thin::dump::{dump, write_devices, DumpOptions, Filter, Format};
 use crate::thin::repair::{salvage, RepairOptions};
@@ -142,23 +141,5 @@ fn run_cli(cli: Cli) -> Result<()> {
             dump(&src, &opts, out)
         }
     };
-    match &cli.output {
-        Some(path) => {
-            let file = ReplacingOutput::create(path, &[&cli.input]).context("output error")?;
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-            write(&mut out)?;
-            let file = out
-                .into_inner()
-                .map_err(|e| e.into_error())
-                .context("output error")?;
-            file.commit().context("output error")?;
-        }
-        None => {
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            write(&mut out)?;
-            out.flush()?;
-        }
-    }
-    Ok(())
+    write_text(cli.output.as_deref(), &[&cli.input], write)
 }

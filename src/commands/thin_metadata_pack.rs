@@ -62,10 +62,7 @@ fn run_cli(cli: Cli) -> Result<()> {
         );
     }
     super::overwrite::confirm(&cli.output, cli.force)?;
-    let file = crate::io::output::ReplacingOutput::create(&cli.output, &[&cli.input])?;
-    let mut out = std::io::BufWriter::new(file);
-    pack::pack(image, &mut out).context("writing the pack")?;
-    let file = out.into_inner().map_err(|e| e.into_error())?;
-    file.commit().context("writing the pack")?;
-    Ok(())
+    crate::io::output::write_text(Some(&cli.output), &[&cli.input], |out| {
+        pack::pack(image, &mut *out).context("writing the pack")
+    })
 }

@@ -14,6 +14,7 @@ pub mod pack;
 pub mod sink;
 pub mod source;
 pub mod varint;
+pub mod write_behind;
 pub mod xml;
 
 pub use checksum::BlockKind;

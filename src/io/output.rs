@@ -11,12 +11,14 @@
 //! so a path swapped in between cannot slip through.
 
 use std::fs::File;
+use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
 use super::sink::FileSink;
+use super::write_behind::WriteBehind;
 use super::BLOCK_SIZE;
 
 /// Smallest binary-metadata output accepted: ten metadata blocks.
@@ -398,6 +400,13 @@ impl ReplacingOutput {
         })
     }
 
+    /// The scratch file's descriptor, when the output is one that
+    /// `commit` will make durable: its writeback may start early.
+    pub fn writeback_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.pending.as_ref().map(|_| self.file.as_raw_fd())
+    }
+
     /// Makes the output durable and puts it in place.
     pub fn commit(mut self) -> Result<()> {
         if let Some((scratch, target)) = self.pending.take() {
@@ -411,6 +420,33 @@ impl ReplacingOutput {
             }
         }
         Ok(())
+    }
+}
+
+/// Runs `write` on a text output: the file `path`, replaced only when
+/// `write` succeeds (see `ReplacingOutput`), or stdout without one. The
+/// bytes are written by a thread of their own while `write` formats more.
+pub fn write_text<T>(
+    path: Option<&Path>,
+    inputs: &[&Path],
+    write: impl FnOnce(&mut dyn Write) -> Result<T>,
+) -> Result<T> {
+    match path {
+        Some(path) => {
+            let file = ReplacingOutput::create(path, inputs).context("output error")?;
+            let fd = file.writeback_fd();
+            let mut out = WriteBehind::new(file, fd);
+            let done = write(&mut out)?;
+            let file = out.finish().context("output error")?;
+            file.commit().context("output error")?;
+            Ok(done)
+        }
+        None => {
+            let mut out = WriteBehind::new(std::io::stdout(), None);
+            let done = write(&mut out)?;
+            out.finish().context("output error")?;
+            Ok(done)
+        }
     }
 }
 

@@ -408,7 +408,7 @@ fn encode_block(b: u64, data: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Packs the metadata blocks of `image` (whole 4096-byte blocks).
-pub fn pack(image: &[u8], out: &mut impl Write) -> std::io::Result<()> {
+pub fn pack(image: &[u8], out: &mut (impl Write + ?Sized)) -> std::io::Result<()> {
     let nr_blocks = (image.len() / BLOCK_SIZE) as u64;
     out.write_all(&PACK_MAGIC.to_le_bytes())?;
     out.write_all(&PACK_VERSION.to_le_bytes())?;
