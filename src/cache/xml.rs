@@ -574,6 +574,7 @@ impl<W: Write> XmlWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::xml::collect;
 
     fn items(text: &str) -> XmlResult<Vec<Item>> {
         let mut r = CacheXmlItems::new(text.as_bytes());
@@ -600,16 +601,11 @@ mod tests {
 
     /// Items and positions as the general parser alone gives them.
     fn both_ways(text: &str) -> [XmlResult<Vec<(Item, u64)>>; 2] {
-        let all = |mut r: CacheXmlItems| {
-            let mut out = Vec::new();
-            while let Some(i) = r.next_item()? {
-                out.push(i);
-            }
-            Ok(out)
-        };
+        let mut fast = CacheXmlItems::new(text.as_bytes());
+        let mut general = CacheXmlItems::new(text.as_bytes()).general_only();
         [
-            all(CacheXmlItems::new(text.as_bytes())),
-            all(CacheXmlItems::new(text.as_bytes()).general_only()),
+            collect(|| fast.next_item()),
+            collect(|| general.next_item()),
         ]
     }
 

@@ -360,6 +360,20 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Every item a reader's `next` yields, with its offset, or the first
+/// error: what tests compare between the canonical-line and the general
+/// reading of a document.
+#[cfg(test)]
+pub fn collect<T>(
+    mut next: impl FnMut() -> XmlResult<Option<(T, u64)>>,
+) -> XmlResult<Vec<(T, u64)>> {
+    let mut out = Vec::new();
+    while let Some(found) = next()? {
+        out.push(found);
+    }
+    Ok(out)
+}
+
 /// Appends the decimal digits of `v` (writers format hundreds of
 /// millions of integers: no allocation, no formatting machinery).
 #[inline]

@@ -6,7 +6,7 @@
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
-use crate::io::xml::{err, Attrs, Released};
+use crate::io::xml::{err, take_front, Attrs, Cursor, Released};
 pub use crate::io::xml::{locate, XmlDoc, XmlError, XmlResult};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -59,13 +59,38 @@ pub const MAX_TIME: u32 = (1 << 24) - 1;
 pub struct XmlItems<'a> {
     reader: Reader<&'a [u8]>,
     input: &'a [u8],
+    /// Bytes read by the canonical-line reader, which the parser's
+    /// positions leave out.
+    skipped: u64,
+    /// Whether canonical lines are read without the general parser.
+    fast: bool,
+    /// Whether the parser has returned an element (see `take_front`).
+    started: bool,
 }
 
 impl<'a> XmlItems<'a> {
     pub fn new(input: &'a [u8]) -> Self {
         let mut reader = Reader::from_reader(input);
         reader.config_mut().check_end_names = true;
-        XmlItems { reader, input }
+        XmlItems {
+            reader,
+            input,
+            skipped: 0,
+            fast: true,
+            started: false,
+        }
+    }
+
+    /// Reads every element with the general parser.
+    #[cfg(test)]
+    fn general_only(mut self) -> Self {
+        self.fast = false;
+        self
+    }
+
+    /// How far into the input the reader has come.
+    fn position(&self) -> u64 {
+        self.skipped + self.reader.buffer_position()
     }
 
     /// The next item and the byte offset where it starts; None at the end.
@@ -81,11 +106,24 @@ impl<'a> XmlItems<'a> {
     /// The next item, with an element's attributes left unread: reading
     /// them is the larger part of parsing, and can be done elsewhere.
     fn next_raw(&mut self) -> XmlResult<Option<Produced>> {
+        if self.fast && self.started {
+            if let Some((item, at)) =
+                take_front(&mut self.reader, &mut self.skipped, canonical_leaf)
+            {
+                return Ok(Some(Produced::Item(Ok((item, at)))));
+            }
+        }
+        self.started = true;
         loop {
-            let at = self.reader.buffer_position();
+            let at = self.position();
             let event = match self.reader.read_event() {
                 Ok(e) => e,
-                Err(e) => return err(self.reader.error_position(), format!("parse error: {e}")),
+                Err(e) => {
+                    return err(
+                        self.skipped + self.reader.error_position(),
+                        format!("parse error: {e}"),
+                    )
+                }
             };
             let item = match event {
                 Event::Eof => return Ok(None),
@@ -262,7 +300,7 @@ impl<'a> ItemsAhead<'a> {
             let mut items = XmlItems::new(doc.bytes());
             let mut released = Released::default();
             loop {
-                doc.release_behind(items.reader.buffer_position(), &mut released);
+                doc.release_behind(items.position(), &mut released);
                 match items.next_raw() {
                     Ok(Some(p)) => {
                         // Share the work: while the consumer keeps up,
@@ -310,6 +348,40 @@ impl ItemSource for ItemsAhead<'_> {
             }
         }
     }
+}
+
+/// A `<range_mapping>` or `<single_mapping>` exactly as thin_dump writes
+/// it, read without the general parser; None for anything else,
+/// including values the general reader would reject, so that it reads
+/// them and says what is wrong.
+fn canonical_leaf(cur: &mut Cursor) -> Option<Item> {
+    let (virt, data, len) = if cur.eat(b"<range_mapping origin_begin=\"") {
+        let virt = cur.decimal()?;
+        if !cur.eat(b"\" data_begin=\"") {
+            return None;
+        }
+        let data = cur.decimal()?;
+        if !cur.eat(b"\" length=\"") {
+            return None;
+        }
+        (virt, data, cur.decimal()?)
+    } else if cur.eat(b"<single_mapping origin_block=\"") {
+        let virt = cur.decimal()?;
+        if !cur.eat(b"\" data_block=\"") {
+            return None;
+        }
+        (virt, cur.decimal()?, 1)
+    } else {
+        return None;
+    };
+    if !cur.eat(b"\" time=\"") {
+        return None;
+    }
+    let time = u32::try_from(cur.decimal()?).ok()?;
+    if !cur.eat(b"\"/>") {
+        return None;
+    }
+    mapping(0, virt, data, len, time).ok()
 }
 
 fn start_item(e: &BytesStart, at: u64, empty: bool) -> XmlResult<Item> {
@@ -469,6 +541,7 @@ fn mapping(at: u64, virt: u64, data: u64, len: u64, time: u32) -> XmlResult<Item
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::xml::collect;
 
     fn items(text: &str) -> XmlResult<Vec<Item>> {
         let mut r = XmlItems::new(text.as_bytes());
@@ -499,6 +572,72 @@ mod tests {
                 time: 0
             })
         );
+    }
+
+    const POOL: &str = "<superblock uuid=\"\" time=\"1\" transaction=\"2\" version=\"2\" data_block_size=\"128\" nr_data_blocks=\"100\">
+  <def name=\"1\">
+    <range_mapping origin_begin=\"0\" data_begin=\"5\" length=\"2\" time=\"0\"/>
+    <single_mapping origin_block=\"9\" data_block=\"20\" time=\"1\"/>
+  </def>
+  <device dev_id=\"3\" mapped_blocks=\"4\" transaction=\"0\" creation_time=\"0\" snap_time=\"1\">
+    <ref name=\"1\"/>
+    <single_mapping origin_block=\"12\" data_block=\"30\" time=\"1\"/>
+  </device>
+</superblock>
+";
+
+    /// Items with their offsets, or the error, read with and without the
+    /// canonical-line reader.
+    fn both_ways(text: &str) -> [XmlResult<Vec<(Item, u64)>>; 2] {
+        let mut fast = XmlItems::new(text.as_bytes());
+        let mut general = XmlItems::new(text.as_bytes()).general_only();
+        [
+            collect(|| fast.next_item()),
+            collect(|| general.next_item()),
+        ]
+    }
+
+    #[test]
+    fn canonical_mappings_read_as_the_general_parser_reads_them() {
+        let [fast, general] = both_ways(POOL);
+        assert_eq!(fast, general);
+        let mut r = XmlItems::new(POOL.as_bytes());
+        while r.next_item().unwrap().is_some() {}
+        // The short way took the three mappings, each with the newline
+        // and indent before it.
+        let leaves: usize = POOL
+            .lines()
+            .filter(|l| l.contains("_mapping "))
+            .map(|l| l.len() + 1)
+            .sum();
+        assert_eq!(r.skipped as usize, leaves);
+        assert_eq!(fast.unwrap().len(), 10);
+        // Forms the short way passes to the general one, and errors
+        // after elements it read: same items, same places, same words.
+        for text in [
+            POOL.replace("length=\"2\"", "length=\"0\""),
+            POOL.replace("length=\"2\"", "length=\"2\"  "),
+            POOL.replace("time=\"1\"/>\n  </def>", "time=\"16777216\"/>\n  </def>"),
+            POOL.replace("time=\"1\"/>\n  </def>", "time=\"4294967296\"/>\n  </def>"),
+            POOL.replace("data_block=\"20\"", "data_block=\"1099511627776\""),
+            POOL.replace("data_block=\"30\"", "data_block=\"99999999999999999999\""),
+            POOL.replace(
+                "<single_mapping origin_block=\"9\"",
+                "<single_mapping  origin_block=\"9\"",
+            ),
+            POOL.replace(
+                "data_block=\"20\" time=\"1\"",
+                "time=\"1\" data_block=\"20\"",
+            ),
+            POOL.replace("time=\"0\"/>", "time=\"0\"></range_mapping>"),
+            POOL.replace("  <device", "  <!-- x --> junk <device"),
+            POOL.replace("</def>", "</device>"),
+            POOL.replace("</superblock>", ""),
+            POOL[..POOL.find("data_block=\"30").unwrap() + 5].to_string(),
+        ] {
+            let [fast, general] = both_ways(&text);
+            assert_eq!(fast, general, "{text}");
+        }
     }
 
     #[test]
