@@ -450,23 +450,21 @@ pub fn salvage(src: &BlockSource, opts: &RepairOptions) -> Result<Salvage> {
             }
         }
     }
-    let counts = |f: &Found, kept: &KeptEntries, leaves: &[SalvagedLeaf]| -> u64 {
-        leaves
-            .iter()
-            .map(|(l, _)| mappings_below(&f.trees, kept, *l, limit))
-            .sum()
+    let mut counts = MappingCounts {
+        limit,
+        whole: BlockMap::default(),
     };
     for d in &devices {
         if d.synthesised {
             continue;
         }
-        let mapped = counts(&f, &kept, &d.leaves);
+        let mapped = counts.of(&f.trees, &kept, &d.leaves);
         trim_overfull(&f, &mut kept, d, mapped, &mut warnings);
     }
 
     let mut out = Vec::new();
     for mut d in devices {
-        let mapped = counts(&f, &kept, &d.leaves);
+        let mapped = counts.of(&f.trees, &kept, &d.leaves);
         if d.synthesised {
             // The pool's time is newer than every mapping here: as the
             // snapshot time it makes every mapping shared.
@@ -492,6 +490,33 @@ pub fn salvage(src: &BlockSource, opts: &RepairOptions) -> Result<Salvage> {
         warnings,
         recovered,
     })
+}
+
+/// The mappings below a data-block limit that devices' leaves hold, each
+/// whole leaf counted once however many devices share it (snapshots
+/// share most of theirs).
+struct MappingCounts {
+    limit: u64,
+    /// Leaves that keep every entry; trimming changes only kept lists.
+    whole: BlockMap<u64>,
+}
+
+impl MappingCounts {
+    fn of(&mut self, t: &Trees, kept: &KeptEntries, leaves: &[SalvagedLeaf]) -> u64 {
+        leaves
+            .iter()
+            .map(|&(l, _)| {
+                if kept.contains_key(&l) {
+                    mappings_below(t, kept, l, self.limit)
+                } else {
+                    *self
+                        .whole
+                        .entry(l)
+                        .or_insert_with(|| mappings_below(t, kept, l, self.limit))
+                }
+            })
+            .sum()
+    }
 }
 
 /// Mappings of `leaf` (as kept) to data blocks below `limit`.
