@@ -31,7 +31,7 @@ impl<V: LeafVisitor> LeafVisitor for Leaves<'_, V> {
 }
 
 /// Visits nothing more.
-struct Nothing;
+pub struct Nothing;
 
 impl LeafVisitor for Nothing {
     fn visit(&self, _tree: &str, _block: u64, _leaf: NodeView<'_>) -> Option<Damage> {

@@ -2,6 +2,9 @@
 //! and choosing what to keep. Nothing is given up while something can be
 //! read, and only what is itself wrong is lost.
 //!
+//! 0. Metadata that needs no salvage (block 0 intact, its trees valid
+//!    and in agreement) is taken as it stands, without a scan (see
+//!    `sound`); the steps below give the same result for it.
 //! 1. Every block is read; those whose checksum makes them btree nodes
 //!    and whose header can be read are kept, even if they claim more
 //!    entries than fit or record another block as their location (see
@@ -48,6 +51,7 @@
 mod entries;
 pub mod orphans;
 mod scan;
+mod sound;
 mod trees;
 
 use std::collections::{BTreeMap, HashMap};
@@ -272,6 +276,15 @@ struct Assembled {
 }
 
 pub fn salvage(src: &BlockSource, opts: &RepairOptions) -> Result<Salvage> {
+    if let Some(s) = sound::salvage(src, opts) {
+        phases::phase("repair: the metadata is sound, no scan needed");
+        return Ok(s);
+    }
+    salvage_by_scan(src, opts)
+}
+
+/// The salvage of steps 1-8 above, whatever state the metadata is in.
+fn salvage_by_scan(src: &BlockSource, opts: &RepairOptions) -> Result<Salvage> {
     let mut f = find(src);
     let choice = choose(&mut f);
     let mut warnings = Vec::new();
