@@ -27,42 +27,43 @@ pub struct Sharing {
     pub devices: Vec<Vec<Segment>>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Link {
-    None,
-    One(u64),
-    Many,
-}
+/// What follows (or precedes) a leaf wherever it occurs: nothing yet,
+/// one and the same leaf, or differing leaves (or a sequence's end).
+/// Packed in a u64 per block, so that the links of every block fit
+/// dense arrays: a hash map per link cost a fifth of a large dump.
+const NONE: u64 = u64::MAX;
+const MANY: u64 = u64::MAX - 1;
 
-impl Link {
-    fn add(&mut self, b: Option<u64>) {
-        *self = match (*self, b) {
-            (_, None) => Link::Many,
-            (Link::None, Some(b)) => Link::One(b),
-            (Link::One(a), Some(b)) if a == b => Link::One(a),
-            _ => Link::Many,
-        };
+fn link(have: u64, b: Option<u64>) -> u64 {
+    match (have, b) {
+        (_, None) => MANY,
+        (NONE, Some(b)) => b,
+        (a, Some(b)) if a == b => a,
+        _ => MANY,
     }
 }
 
 /// Splits each device's leaf sequence into inline and shared segments.
 pub fn analyse(sequences: &[Vec<u64>]) -> Sharing {
-    let mut uses: BlockMap<u32> = BlockMap::default();
-    let mut next: BlockMap<Link> = BlockMap::default();
-    let mut prev: BlockMap<Link> = BlockMap::default();
+    let end = sequences
+        .iter()
+        .flatten()
+        .max()
+        .map_or(0, |&b| b as usize + 1);
+    // Uses saturate at 2: only "shared or not" is asked.
+    let mut uses = vec![0u8; end];
+    let mut next = vec![NONE; end];
+    let mut prev = vec![NONE; end];
     for seq in sequences {
         for (i, &leaf) in seq.iter().enumerate() {
-            *uses.entry(leaf).or_default() += 1;
-            next.entry(leaf)
-                .or_insert(Link::None)
-                .add(seq.get(i + 1).copied());
-            prev.entry(leaf)
-                .or_insert(Link::None)
-                .add(i.checked_sub(1).map(|j| seq[j]));
+            let l = leaf as usize;
+            uses[l] = uses[l].saturating_add(1).min(2);
+            next[l] = link(next[l], seq.get(i + 1).copied());
+            prev[l] = link(prev[l], i.checked_sub(1).map(|j| seq[j]));
         }
     }
-    let shared = |b: u64| uses[&b] > 1;
-    let joined = |x: u64, y: u64| next[&x] == Link::One(y) && prev[&y] == Link::One(x);
+    let shared = |b: u64| uses[b as usize] > 1;
+    let joined = |x: u64, y: u64| next[x as usize] == y && prev[y as usize] == x;
 
     let mut out = Sharing::default();
     let mut def_of: BlockMap<usize> = BlockMap::default();
