@@ -3,16 +3,16 @@
 //!
 //! Leaves are scanned once each, in parallel, for mappings into the
 //! regions; each device's runs are then assembled over its internal
-//! nodes with memoisation, so shared subtrees cost nothing extra and every
-//! device reaching a shared leaf is reported (the reference tools report
-//! only the first).
+//! nodes, without reading a leaf again, and every device reaching a
+//! shared leaf is reported (the reference tools report only the first).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use anyhow::Result;
 use rayon::prelude::*;
 
 use crate::io::BlockSource;
+use crate::pdata::block_hash::BlockMap;
 use crate::pdata::btree::node::NodeView;
 use crate::thin::block_time::BlockTime;
 use crate::thin::forest;
@@ -65,7 +65,7 @@ pub fn rmap(
     regions: &[Region],
 ) -> Result<Vec<DeviceRun>> {
     let forest = forest::validate(src, roots)?;
-    let by_leaf: HashMap<u64, Vec<Run>> = forest
+    let by_leaf: BlockMap<Vec<Run>> = forest
         .leaves
         .par_iter()
         .filter_map(|&l| {
@@ -73,39 +73,41 @@ pub fn rmap(
             (!runs.is_empty()).then_some((l, runs))
         })
         .collect();
-    let mut memo: HashMap<u64, Vec<Run>> = HashMap::new();
+    // Each device's leaves are found through its internal nodes alone
+    // (the walk's summaries give their heights): no leaf is read again,
+    // and no subtree's runs are kept beyond the device being listed.
     let mut out = Vec::new();
+    let mut runs = Vec::new();
     for (device, root) in roots {
-        for run in runs_below(src, *root, &by_leaf, &mut memo) {
-            out.push(DeviceRun {
-                device: *device,
-                run,
-            });
-        }
+        runs.clear();
+        let height = forest.internals.get(root).and_then(|s| s.height).unwrap_or(0);
+        runs_below(src, *root, height, &by_leaf, &mut runs);
+        out.extend(runs.iter().map(|&run| DeviceRun {
+            device: *device,
+            run,
+        }));
     }
-    out.sort_by_key(|d| (d.run.data, d.run.data + d.run.len, d.device, d.run.virt));
+    out.sort_unstable_by_key(|d| (d.run.data, d.run.data + d.run.len, d.device, d.run.virt));
     Ok(out)
 }
 
+/// Appends the runs of the subtree at `block`, `height` levels above its
+/// leaves, in key order.
 fn runs_below(
     src: &BlockSource,
     block: u64,
-    by_leaf: &HashMap<u64, Vec<Run>>,
-    memo: &mut HashMap<u64, Vec<Run>>,
-) -> Vec<Run> {
-    let node = NodeView::new(src.block(block).expect("validated node"));
-    if node.is_leaf() {
-        return by_leaf.get(&block).cloned().unwrap_or_default();
-    }
-    if let Some(r) = memo.get(&block) {
-        return r.clone();
-    }
-    let mut runs = Vec::new();
-    for i in 0..node.nr_entries() {
-        for r in runs_below(src, node.value_u64(i), by_leaf, memo) {
-            push(&mut runs, r);
+    height: u32,
+    by_leaf: &BlockMap<Vec<Run>>,
+    runs: &mut Vec<Run>,
+) {
+    if height == 0 {
+        for &r in by_leaf.get(&block).map_or(&[][..], |v| &v[..]) {
+            push(runs, r);
         }
+        return;
     }
-    memo.insert(block, runs.clone());
-    runs
+    let node = NodeView::new(src.block(block).expect("validated node"));
+    for i in 0..node.nr_entries() {
+        runs_below(src, node.value_u64(i), height - 1, by_leaf, runs);
+    }
 }
