@@ -1,19 +1,20 @@
 //! thin_rmap's engine: which devices and virtual blocks map given data
 //! blocks.
 //!
-//! Leaves are scanned once each, in parallel, for mappings into the
-//! regions; each device's runs are then assembled over its internal
+//! Leaves are scanned once each, during the validating walk, for
+//! mappings into the regions; each device's runs are then assembled over its internal
 //! nodes, without reading a leaf again, and every device reaching a
 //! shared leaf is reported (the reference tools report only the first).
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use anyhow::Result;
-use rayon::prelude::*;
 
 use crate::io::BlockSource;
 use crate::pdata::block_hash::BlockMap;
 use crate::pdata::btree::node::NodeView;
+use crate::pdata::btree::walk::{Damage, LeafVisitor};
 use crate::thin::block_time::BlockTime;
 use crate::thin::forest;
 
@@ -47,16 +48,40 @@ fn push(runs: &mut Vec<Run>, r: Run) {
     }
 }
 
-fn leaf_runs(src: &BlockSource, leaf: u64, regions: &[Region]) -> Vec<Run> {
-    let node = NodeView::new(src.block(leaf).expect("validated leaf"));
+/// The runs of a leaf's mappings into the regions. Values are tested
+/// against the regions' overall bounds first: most leaves of a large pool
+/// map nothing in them.
+fn leaf_runs(leaf: NodeView<'_>, regions: &[Region]) -> Vec<Run> {
+    let lo = regions.iter().map(|r| r.begin).min().unwrap_or(0);
+    let hi = regions.iter().map(|r| r.end).max().unwrap_or(0);
     let mut runs = Vec::new();
-    for (virt, v) in node.entries_u64() {
+    for (virt, v) in leaf.entries_u64() {
         let data = BlockTime::unpack(v).block;
-        if regions.iter().any(|r| data >= r.begin && data < r.end) {
+        if data >= lo
+            && data < hi
+            && regions.iter().any(|r| data >= r.begin && data < r.end)
+        {
             push(&mut runs, Run { virt, data, len: 1 });
         }
     }
     runs
+}
+
+/// Collects each distinct leaf's runs during the validating walk, while
+/// the leaf is in cache.
+struct RunsByLeaf<'r> {
+    regions: &'r [Region],
+    found: Mutex<BlockMap<Vec<Run>>>,
+}
+
+impl LeafVisitor for RunsByLeaf<'_> {
+    fn visit(&self, _tree: &str, block: u64, leaf: NodeView<'_>) -> Option<Damage> {
+        let runs = leaf_runs(leaf, self.regions);
+        if !runs.is_empty() {
+            self.found.lock().unwrap().insert(block, runs);
+        }
+        None
+    }
 }
 
 pub fn rmap(
@@ -64,15 +89,12 @@ pub fn rmap(
     roots: &BTreeMap<u64, u64>,
     regions: &[Region],
 ) -> Result<Vec<DeviceRun>> {
-    let forest = forest::validate(src, roots)?;
-    let by_leaf: BlockMap<Vec<Run>> = forest
-        .leaves
-        .par_iter()
-        .filter_map(|&l| {
-            let runs = leaf_runs(src, l, regions);
-            (!runs.is_empty()).then_some((l, runs))
-        })
-        .collect();
+    let visitor = RunsByLeaf {
+        regions,
+        found: Mutex::new(BlockMap::default()),
+    };
+    let forest = forest::validate_with(src, roots, &visitor)?;
+    let by_leaf = visitor.found.into_inner().unwrap();
     // Each device's leaves are found through its internal nodes alone
     // (the walk's summaries give their heights): no leaf is read again,
     // and no subtree's runs are kept beyond the device being listed.
