@@ -24,7 +24,8 @@
 # physical floor is a sequential read of the used part of the image.
 # Debian's thin_check/thin_dump 0.9.0 run on m10 for scale when present.
 # REF_TOOLS=/path/to/pdata_tools adds the reference tools 1.x (built from
-# their own sources elsewhere; nothing of them is kept here), one run each.
+# their own sources elsewhere; nothing of them is kept here), REF_RUNS runs
+# each (default 1).
 # The durable-write floor is dd writing as many bytes as a restore does,
 # with fdatasync: what thin_restore and thin_repair cannot go below.
 # cache: two caches from ../shared/bench/gen_cache_xml.py restored by
@@ -44,6 +45,7 @@ cd "$(dirname "$0")/.."
 which=${*:-all}
 [ "$which" = all ] && which="m10 m50 m16g cache era"
 runs=${RUNS:-5}
+ref_runs=${REF_RUNS:-1}
 cache=${BENCH_CACHE:-bench/cache}
 mkdir -p "$cache"
 cargo build --release --quiet
@@ -111,12 +113,12 @@ used_bytes() {
     echo $(( (total - free) * 4096 ))
 }
 
-# with_reference TIMER NAME: TIMER's rows for the reference 1.x, one run
-# each, when REF_TOOLS names it.
+# with_reference TIMER NAME: TIMER's rows for the reference 1.x, REF_RUNS
+# runs each, when REF_TOOLS names it.
 with_reference() {
     [ -n "${REF_TOOLS:-}" ] && [ -x "$REF_TOOLS" ] || return 0
     local saved=$runs
-    runs=1
+    runs=$ref_runs
     "$1" "$2" "reference 1.x " "$REF_TOOLS"
     runs=$saved
 }
@@ -290,7 +292,7 @@ if wants cache; then
     {
         echo "## dm-cache"
         echo
-        echo "Written by \`bench/run.sh $which\` on $(date -u +%Y-%m-%d); median of $runs runs (Debian's and the reference's: one run)."
+        echo "Written by \`bench/run.sh $which\` on $(date -u +%Y-%m-%d); median of $runs runs (the reference's: $ref_runs, Debian's: one)."
         echo "c33m: 33,000,000 cache blocks, 1 % resident (a 3-level mapping index); c2m: 2,000,000 blocks, all resident, 25 % dirty."
         echo "Load average when the section was written: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores). Peak RSS counts the mapped metadata pages read (c33m's image holds about 400 MiB of metadata)."
         echo
@@ -306,7 +308,7 @@ if wants era; then
     {
         echo "## dm-era"
         echo
-        echo "Written by \`bench/run.sh $which\` on $(date -u +%Y-%m-%d); median of $runs runs (Debian's and the reference's: one run)."
+        echo "Written by \`bench/run.sh $which\` on $(date -u +%Y-%m-%d); median of $runs runs (the reference's: $ref_runs, Debian's: one)."
         echo "e4m: 4,000,000 blocks, current era 40, writesets for eras 33-40 (gen_era_xml.py --nr-blocks 4000000 --eras 40 --writesets 8)."
         echo "Load average when the section was written: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)."
         echo
@@ -349,7 +351,7 @@ fi
     echo "# Benchmarks"
     echo
     echo "Written by \`bench/run.sh $which\` on $(date -u +%Y-%m-%d) ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB)."
-    echo "Median of $runs runs (Debian's 0.9.0 tools and the reference 1.x: one run). CPU = user + system."
+    echo "Median of $runs runs (the reference 1.x: $ref_runs; Debian's 0.9.0 tools: one). CPU = user + system."
     echo "Peak RSS includes the mapped metadata pages a tool touched; peak heap is anonymous memory only."
     echo "Load average (1, 5, 15 min) before the run: $load_before; after: $load_after."
     echo
