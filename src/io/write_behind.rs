@@ -16,9 +16,9 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
 /// Bytes handed over at a time.
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 128 << 10;
 /// Buffers in flight: one being filled, the others queued or being written.
-const BUFFERS: usize = 4;
+const BUFFERS: usize = 3;
 /// Writeback is started once this many bytes have gathered since the last.
 const WRITEBACK_EVERY: u64 = 8 << 20;
 
