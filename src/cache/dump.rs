@@ -329,8 +329,13 @@ type LineOf<'e> = dyn Fn(&mut XmlWriter<Vec<u8>>, &Entry) -> std::io::Result<()>
 /// dense cache's lines for them are some 120 KiB), and tasks formatted
 /// ahead of the writer: the lines held at once stay near the
 /// reference's whole heap.
-const CHUNK: usize = 4;
+const CHUNK: usize = 2;
+/// Bytes set aside per `<mapping>` or `<hint>` line (a mapping line is at
+/// most 85; a hint line of the usual 4-byte hints, 48).
+const LINE_ROOM: usize = 88;
 const WINDOW: usize = 4;
+/// Each task's line buffer (see XmlWriter::part_writer).
+const PART_BUFFER: usize = 4096 + 256;
 
 /// The dump of sound metadata (what `MetadataItems` yields without
 /// repair: nothing is dropped), its mapping and hint lines formatted on
@@ -341,35 +346,48 @@ fn dump_in_parallel(md: &CacheMetadata, out: &mut dyn Write) -> Result<()> {
         .context("output error")?;
     let blocks = md.mappings.blocks();
     let per_block = max_entries_for(MAPPING_SIZE) as u64;
-    let each_mapped = |w: &mut XmlWriter<&mut dyn Write>, line: &LineOf| -> std::io::Result<()> {
-        for window in blocks.chunks(CHUNK * WINDOW).enumerate() {
-            let (first, window) = (window.0 * CHUNK * WINDOW, window.1);
-            let parts: Vec<std::io::Result<Vec<u8>>> = window
-                .par_chunks(CHUNK)
-                .enumerate()
-                .map(|(t, chunk)| {
-                    let mut part = XmlWriter::new(Vec::new());
-                    for (j, block) in chunk.iter().enumerate() {
-                        let Some(block) = block else { continue };
-                        let base = (first + t * CHUNK + j) as u64 * per_block;
-                        for (i, v) in block.values().enumerate() {
-                            if !MappingValue::from_bytes(v).is_valid() {
-                                continue;
-                            }
-                            if let Some(e) = md.get(base + i as u64) {
-                                line(&mut part, &e)?;
+    // Each task's text and buffer, made here and reused for every window:
+    // the tasks allocate nothing, so the worker threads never take a
+    // malloc arena of their own (resident memory the dump would not use).
+    let room = CHUNK * per_block as usize * LINE_ROOM;
+    let mut spaces: Vec<(Vec<u8>, Vec<u8>)> = (0..WINDOW)
+        .map(|_| (Vec::with_capacity(room), Vec::with_capacity(PART_BUFFER)))
+        .collect();
+    let mut each_mapped =
+        |w: &mut XmlWriter<&mut dyn Write>, line: &LineOf| -> std::io::Result<()> {
+            for window in blocks.chunks(CHUNK * WINDOW).enumerate() {
+                let (first, window) = (window.0 * CHUNK * WINDOW, window.1);
+                let done: Vec<std::io::Result<()>> = window
+                    .par_chunks(CHUNK)
+                    .zip(spaces.par_iter_mut())
+                    .enumerate()
+                    .map(|(t, (chunk, (text, buf)))| {
+                        text.clear();
+                        let mut part =
+                            XmlWriter::part_writer(std::mem::take(text), std::mem::take(buf));
+                        for (j, block) in chunk.iter().enumerate() {
+                            let Some(block) = block else { continue };
+                            let base = (first + t * CHUNK + j) as u64 * per_block;
+                            for (i, v) in block.values().enumerate() {
+                                if !MappingValue::from_bytes(v).is_valid() {
+                                    continue;
+                                }
+                                if let Some(e) = md.get(base + i as u64) {
+                                    line(&mut part, &e)?;
+                                }
                             }
                         }
-                    }
-                    part.part()
-                })
-                .collect();
-            for p in parts {
-                w.lines(&p?)?;
+                        (*text, *buf) = part.into_parts()?;
+                        Ok(())
+                    })
+                    .collect();
+                for ((text, _), r) in spaces.iter().zip(done) {
+                    r?;
+                    w.lines(text)?;
+                }
             }
-        }
-        Ok(())
-    };
+            Ok(())
+        };
     w.begin_mappings().context("output error")?;
     each_mapped(&mut w, &|part, e| {
         part.mapping(&Mapping {

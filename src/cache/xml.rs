@@ -434,21 +434,37 @@ pub fn base64_decode(text: &[u8], out: &mut [u8]) -> Option<usize> {
 pub struct XmlWriter<W: Write> {
     out: W,
     buf: Vec<u8>,
+    /// The buffer is written out once it holds this many bytes.
+    flush_at: usize,
 }
 
 const FLUSH_AT: usize = 1 << 16;
+const PART_FLUSH_AT: usize = 4096;
 
 impl<W: Write> XmlWriter<W> {
     pub fn new(out: W) -> Self {
         XmlWriter {
             out,
             buf: Vec::with_capacity(FLUSH_AT + 256),
+            flush_at: FLUSH_AT,
+        }
+    }
+
+    /// A writer of a part of the document into `out`, buffering at most
+    /// a line or two in `buf` (emptied first; `into_parts` gives both
+    /// back for reuse): more would only be copied twice.
+    pub fn part_writer(out: W, mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        XmlWriter {
+            out,
+            buf,
+            flush_at: PART_FLUSH_AT,
         }
     }
 
     #[inline]
     fn spill(&mut self) -> std::io::Result<()> {
-        if self.buf.len() >= FLUSH_AT {
+        if self.buf.len() >= self.flush_at {
             self.out.write_all(&self.buf)?;
             self.buf.clear();
         }
@@ -540,9 +556,15 @@ impl<W: Write> XmlWriter<W> {
 
     /// Everything buffered, without `</superblock>`: the output of a
     /// writer that formats a part of the document.
-    pub fn part(mut self) -> std::io::Result<W> {
+    pub fn part(self) -> std::io::Result<W> {
+        self.into_parts().map(|(out, _)| out)
+    }
+
+    /// As `part`, with the (emptied) buffer back for reuse.
+    pub fn into_parts(mut self) -> std::io::Result<(W, Vec<u8>)> {
         self.out.write_all(&self.buf)?;
-        Ok(self.out)
+        self.buf.clear();
+        Ok((self.out, self.buf))
     }
 
     /// Writes `</superblock>` and everything buffered; returns the output

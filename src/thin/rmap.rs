@@ -57,10 +57,7 @@ fn leaf_runs(leaf: NodeView<'_>, regions: &[Region]) -> Vec<Run> {
     let mut runs = Vec::new();
     for (virt, v) in leaf.entries_u64() {
         let data = BlockTime::unpack(v).block;
-        if data >= lo
-            && data < hi
-            && regions.iter().any(|r| data >= r.begin && data < r.end)
-        {
+        if data >= lo && data < hi && regions.iter().any(|r| data >= r.begin && data < r.end) {
             push(&mut runs, Run { virt, data, len: 1 });
         }
     }
@@ -102,7 +99,11 @@ pub fn rmap(
     let mut runs = Vec::new();
     for (device, root) in roots {
         runs.clear();
-        let height = forest.internals.get(root).and_then(|s| s.height).unwrap_or(0);
+        let height = forest
+            .internals
+            .get(root)
+            .and_then(|s| s.height)
+            .unwrap_or(0);
         runs_below(src, *root, height, &by_leaf, &mut runs);
         out.extend(runs.iter().map(|&run| DeviceRun {
             device: *device,
