@@ -639,13 +639,13 @@ impl Builder<'_> {
                         .context("mapping outside a device")?
                         .1
                 };
-                for i in 0..run.len {
-                    let bt = BlockTime {
+                level.push_run(w, run.virt, run.len, |i| {
+                    BlockTime {
                         block: run.data + i,
                         time: run.time,
-                    };
-                    level.push(w, run.virt + i, &bt.pack().to_le_bytes())?;
-                }
+                    }
+                    .pack()
+                })?;
                 self.data_refs.inc_range(run.data..run.data + run.len);
             }
             Item::Superblock(_) | Item::EndSuperblock => {}
