@@ -126,6 +126,44 @@ fn the_selection_rule_on_small_cases() {
     );
 }
 
+/// An era array of several blocks (1018 entries each, so blocks start
+/// part way through a 64-block word) with eras that change every few
+/// blocks: each threshold lists exactly the blocks of that era or later.
+#[test]
+fn eras_across_array_blocks_that_do_not_start_on_words() {
+    let s = Scratch::new("era-invalidate-blocks");
+    let nr_blocks = 3 * 1018 + 77;
+    // Era of block b: a pattern with runs of 1 to 7 blocks, 0 included.
+    let era_of = |b: u32| (b / (1 + b % 7)) % 9;
+    let eras: Vec<(u32, u32)> = (0..nr_blocks)
+        .map(|b| (b, era_of(b)))
+        .filter(|&(_, e)| e != 0)
+        .collect();
+    let img = restored(&s, "blocks", &era_xml(nr_blocks, 9, &[], &eras));
+    for since in [1u32, 4, 8, 9] {
+        let mut want = String::from("<blocks>\n");
+        let mut b = 0;
+        while b < nr_blocks {
+            if era_of(b) < since {
+                b += 1;
+                continue;
+            }
+            let start = b;
+            while b < nr_blocks && era_of(b) >= since {
+                b += 1;
+            }
+            want.push_str(&if b - start == 1 {
+                format!("  <block block=\"{start}\"/>\n")
+            } else {
+                format!("  <range begin=\"{start}\" end=\"{b}\"/>\n")
+            });
+        }
+        want.push_str("</blocks>");
+        let o = invalidate(&img, &["--written-since", &since.to_string()]);
+        assert_eq!((code(&o), stdout(&o)), (0, want), "{since}");
+    }
+}
+
 /// The open current writeset holds the current era's writes: listed on
 /// live metadata (the reference would print nothing here).
 #[test]

@@ -59,10 +59,22 @@ pub fn written_since(src: &BlockSource, side: Side, since: u32) -> Result<Vec<Ra
     for (k, block) in array.blocks().iter().enumerate() {
         let Some(block) = block else { continue };
         let first = k as u64 * per_block;
-        for (i, era) in block.values_u32().enumerate() {
-            let b = first + i as u64;
-            if era >= since && b < nr_blocks {
-                listed[(b / 64) as usize] |= 1 << (b % 64);
+        let values = block.values_bytes();
+        let size = ERA_ENTRY_SIZE as usize;
+        let n = ((values.len() / size) as u64).min(nr_blocks.saturating_sub(first));
+        // 64 entries at a time into one mask (the comparisons vectorise),
+        // shifted into place: blocks of the array do not start on words.
+        for (c, chunk) in values[..n as usize * size].chunks(64 * size).enumerate() {
+            let mut mask = 0u64;
+            for (j, e) in chunk.chunks_exact(size).enumerate() {
+                let era = u32::from_le_bytes(e.try_into().unwrap());
+                mask |= ((era >= since) as u64) << j;
+            }
+            let b = first + c as u64 * 64;
+            let (w, shift) = ((b / 64) as usize, b % 64);
+            listed[w] |= mask << shift;
+            if shift > 0 && mask >> (64 - shift) != 0 {
+                listed[w + 1] |= mask >> (64 - shift);
             }
         }
     }
