@@ -21,6 +21,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use roaring::RoaringTreemap;
 
+use crate::io::ahead::Ahead;
 use crate::io::sink::BlockSink;
 use crate::io::source::{BlockSource, OpenOptions};
 use crate::io::{BlockKind, BLOCK_SIZE};
@@ -494,6 +495,17 @@ pub fn validate(path: &Path, version: u32) -> Result<Plan> {
     validate_logged(path, version, false).map(|(plan, _)| plan)
 }
 
+/// Items per batch from the parsing thread, and batches queued: a hint
+/// item is some 150 bytes, so about 300 KiB in flight.
+const PARSED_BATCH: usize = 512;
+const PARSED_AHEAD: usize = 4;
+
+impl ItemSource for Ahead<XmlResult<Option<(Item, u64)>>> {
+    fn next_item(&mut self) -> XmlResult<Option<(Item, u64)>> {
+        self.next().unwrap_or(Ok(None))
+    }
+}
+
 /// Items passed on as they are read, and recorded.
 struct Recording<'a> {
     items: &'a mut dyn ItemSource,
@@ -514,13 +526,28 @@ impl ItemSource for Recording<'_> {
 /// (None if it outgrew its budget).
 fn validate_logged(path: &Path, version: u32, record: bool) -> Result<(Plan, Option<CacheLog>)> {
     let doc = XmlDoc::open(path).with_context(|| format!("cannot read '{}'", path.display()))?;
-    let mut items = CacheXmlItems::of_doc(&doc);
-    let mut recording = Recording {
-        items: &mut items,
-        log: record.then(|| CacheLog::new(log::DEFAULT_BUDGET)),
-    };
-    match Validator::new(version).run(&mut recording) {
-        Ok(plan) => Ok((plan, recording.log.and_then(CacheLog::finish))),
+    // The document is parsed and recorded on a second thread while this
+    // one validates: the two cost about the same.
+    let mut log = record.then(|| CacheLog::new(log::DEFAULT_BUDGET));
+    let outcome = std::thread::scope(|scope| {
+        let log = &mut log;
+        let mut parsed = Ahead::spawn(scope, PARSED_BATCH, PARSED_AHEAD, |out| {
+            let mut items = CacheXmlItems::of_doc(&doc);
+            loop {
+                let next = items.next_item();
+                if let (Some(log), Ok(Some((item, at)))) = (log.as_mut(), &next) {
+                    log.record(item, *at);
+                }
+                let last = !matches!(next, Ok(Some(_)));
+                if !out.push(next) || last {
+                    return;
+                }
+            }
+        });
+        Validator::new(version).run(&mut parsed)
+    });
+    match outcome {
+        Ok(plan) => Ok((plan, log.and_then(CacheLog::finish))),
         Err(Failure::At(e)) => Err(located(path, e)),
         Err(Failure::Twice { origin, second, at }) => {
             let first = first_mapping_of(doc.bytes(), origin)

@@ -2,6 +2,7 @@
 //! by every tool. Everything above this layer sees metadata as numbered
 //! 4096-byte blocks.
 
+pub mod ahead;
 pub mod checksum;
 pub mod copy;
 pub mod discard;

@@ -31,7 +31,7 @@ pub struct FileSink {
 }
 
 /// Bytes gathered before a write goes out.
-const GATHER: usize = 4 << 20;
+const GATHER: usize = 1 << 20;
 /// Gathered writes queued for the writer thread before the builder waits.
 const QUEUED: usize = 4;
 
@@ -44,7 +44,7 @@ enum Job {
 struct Writer {
     jobs: std::sync::mpsc::SyncSender<Job>,
     /// Buffers the writer is done with, for reuse: fresh 4 MiB buffers
-    /// would each cost a thousand page faults.
+    /// would each cost hundreds of page faults.
     spent: std::sync::mpsc::Receiver<Vec<u8>>,
     thread: std::thread::JoinHandle<()>,
 }
