@@ -596,7 +596,7 @@ impl<W: Write> XmlWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::xml::collect;
+    use crate::io::xml::{assert_read_alike, assert_short_way_took, TwoWayReader};
 
     fn items(text: &str) -> XmlResult<Vec<Item>> {
         let mut r = CacheXmlItems::new(text.as_bytes());
@@ -621,31 +621,29 @@ mod tests {
       \x20 </discards>\n\
       </superblock>";
 
-    /// Items and positions as the general parser alone gives them.
-    fn both_ways(text: &str) -> [XmlResult<Vec<(Item, u64)>>; 2] {
-        let mut fast = CacheXmlItems::new(text.as_bytes());
-        let mut general = CacheXmlItems::new(text.as_bytes()).general_only();
-        [
-            collect(|| fast.next_item()),
-            collect(|| general.next_item()),
-        ]
+    impl<'a> TwoWayReader<'a> for CacheXmlItems<'a> {
+        type Item = Item;
+        fn fast(input: &'a [u8]) -> Self {
+            CacheXmlItems::new(input)
+        }
+        fn general_only(input: &'a [u8]) -> Self {
+            CacheXmlItems::new(input).general_only()
+        }
+        fn next(&mut self) -> XmlResult<Option<(Item, u64)>> {
+            self.next_item()
+        }
+        fn skipped(&self) -> u64 {
+            self.skipped
+        }
     }
 
     #[test]
     fn canonical_elements_read_as_the_general_parser_reads_them() {
-        let [fast, general] = both_ways(SMALL);
-        assert_eq!(fast, general);
-        let mut r = CacheXmlItems::new(SMALL.as_bytes());
-        while r.next_item().unwrap().is_some() {}
-        // The short way took the two mappings and two hints, each with
-        // the newline and indent before it.
-        let leaves: usize = SMALL
-            .lines()
-            .filter(|l| l.contains("<mapping ") || l.contains("<hint "))
-            .map(|l| l.len() + 1)
-            .sum();
-        assert_eq!(r.skipped as usize, leaves);
-        assert_eq!(fast.unwrap().len(), 13);
+        assert_eq!(assert_read_alike::<CacheXmlItems>(SMALL), 13);
+        // The two mappings and two hints.
+        assert_short_way_took::<CacheXmlItems>(SMALL, |l| {
+            l.contains("<mapping ") || l.contains("<hint ")
+        });
         // Forms the short way passes to the general one, and errors
         // after elements it read: same items, same places, same words.
         for text in [
@@ -664,8 +662,7 @@ mod tests {
             SMALL.replace("</superblock>", ""),
             SMALL[..SMALL.find("dirty=\"true").unwrap() + 3].to_string(),
         ] {
-            let [fast, general] = both_ways(&text);
-            assert_eq!(fast, general, "{text}");
+            assert_read_alike::<CacheXmlItems>(&text);
         }
     }
 

@@ -360,18 +360,53 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Every item a reader's `next` yields, with its offset, or the first
-/// error: what tests compare between the canonical-line and the general
-/// reading of a document.
+/// A reader with a canonical-line short way (`take_front`), for the
+/// tests that hold it to what the general parser alone reads.
 #[cfg(test)]
-pub fn collect<T>(
-    mut next: impl FnMut() -> XmlResult<Option<(T, u64)>>,
-) -> XmlResult<Vec<(T, u64)>> {
+pub trait TwoWayReader<'a> {
+    type Item: PartialEq + std::fmt::Debug;
+    fn fast(input: &'a [u8]) -> Self;
+    fn general_only(input: &'a [u8]) -> Self;
+    fn next(&mut self) -> XmlResult<Option<(Self::Item, u64)>>;
+    /// Bytes the short way has taken.
+    fn skipped(&self) -> u64;
+}
+
+/// Every item a reader yields, with its offset, or the first error.
+#[cfg(test)]
+fn collect<'a, R: TwoWayReader<'a>>(mut r: R) -> XmlResult<Vec<(R::Item, u64)>> {
     let mut out = Vec::new();
-    while let Some(found) = next()? {
+    while let Some(found) = r.next()? {
         out.push(found);
     }
     Ok(out)
+}
+
+/// Asserts that `text` reads alike both ways: the same items at the same
+/// offsets, or the same error in the same words. Returns the number of
+/// items (0 for an error).
+#[cfg(test)]
+pub fn assert_read_alike<'a, R: TwoWayReader<'a>>(text: &'a str) -> usize {
+    let fast = collect(R::fast(text.as_bytes()));
+    assert_eq!(fast, collect(R::general_only(text.as_bytes())), "{text}");
+    fast.map_or(0, |items| items.len())
+}
+
+/// Asserts that the short way takes exactly the lines of `text` that
+/// `canonical` picks, each with its newline and indent.
+#[cfg(test)]
+pub fn assert_short_way_took<'a, R: TwoWayReader<'a>>(
+    text: &'a str,
+    canonical: impl Fn(&str) -> bool,
+) {
+    let mut r = R::fast(text.as_bytes());
+    while r.next().unwrap().is_some() {}
+    let taken: usize = text
+        .lines()
+        .filter(|l| canonical(l))
+        .map(|l| l.len() + 1)
+        .sum();
+    assert_eq!(r.skipped() as usize, taken, "{text}");
 }
 
 /// Appends the decimal digits of `v` (writers format hundreds of

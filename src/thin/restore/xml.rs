@@ -541,7 +541,7 @@ fn mapping(at: u64, virt: u64, data: u64, len: u64, time: u32) -> XmlResult<Item
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::xml::collect;
+    use crate::io::xml::{assert_read_alike, assert_short_way_took, TwoWayReader};
 
     fn items(text: &str) -> XmlResult<Vec<Item>> {
         let mut r = XmlItems::new(text.as_bytes());
@@ -586,32 +586,26 @@ mod tests {
 </superblock>
 ";
 
-    /// Items with their offsets, or the error, read with and without the
-    /// canonical-line reader.
-    fn both_ways(text: &str) -> [XmlResult<Vec<(Item, u64)>>; 2] {
-        let mut fast = XmlItems::new(text.as_bytes());
-        let mut general = XmlItems::new(text.as_bytes()).general_only();
-        [
-            collect(|| fast.next_item()),
-            collect(|| general.next_item()),
-        ]
+    impl<'a> TwoWayReader<'a> for XmlItems<'a> {
+        type Item = Item;
+        fn fast(input: &'a [u8]) -> Self {
+            XmlItems::new(input)
+        }
+        fn general_only(input: &'a [u8]) -> Self {
+            XmlItems::new(input).general_only()
+        }
+        fn next(&mut self) -> XmlResult<Option<(Item, u64)>> {
+            self.next_item()
+        }
+        fn skipped(&self) -> u64 {
+            self.skipped
+        }
     }
 
     #[test]
     fn canonical_mappings_read_as_the_general_parser_reads_them() {
-        let [fast, general] = both_ways(POOL);
-        assert_eq!(fast, general);
-        let mut r = XmlItems::new(POOL.as_bytes());
-        while r.next_item().unwrap().is_some() {}
-        // The short way took the three mappings, each with the newline
-        // and indent before it.
-        let leaves: usize = POOL
-            .lines()
-            .filter(|l| l.contains("_mapping "))
-            .map(|l| l.len() + 1)
-            .sum();
-        assert_eq!(r.skipped as usize, leaves);
-        assert_eq!(fast.unwrap().len(), 10);
+        assert_eq!(assert_read_alike::<XmlItems>(POOL), 10);
+        assert_short_way_took::<XmlItems>(POOL, |l| l.contains("_mapping "));
         // Forms the short way passes to the general one, and errors
         // after elements it read: same items, same places, same words.
         for text in [
@@ -635,8 +629,7 @@ mod tests {
             POOL.replace("</superblock>", ""),
             POOL[..POOL.find("data_block=\"30").unwrap() + 5].to_string(),
         ] {
-            let [fast, general] = both_ways(&text);
-            assert_eq!(fast, general, "{text}");
+            assert_read_alike::<XmlItems>(&text);
         }
     }
 
