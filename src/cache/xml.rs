@@ -596,7 +596,7 @@ impl<W: Write> XmlWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::xml::{assert_read_alike, assert_short_way_took, TwoWayReader};
+    use crate::io::xml::{assert_read_alike, assert_short_way_took, two_way_reader};
 
     fn items(text: &str) -> XmlResult<Vec<Item>> {
         let mut r = CacheXmlItems::new(text.as_bytes());
@@ -621,21 +621,7 @@ mod tests {
       \x20 </discards>\n\
       </superblock>";
 
-    impl<'a> TwoWayReader<'a> for CacheXmlItems<'a> {
-        type Item = Item;
-        fn fast(input: &'a [u8]) -> Self {
-            CacheXmlItems::new(input)
-        }
-        fn general_only(input: &'a [u8]) -> Self {
-            CacheXmlItems::new(input).general_only()
-        }
-        fn next(&mut self) -> XmlResult<Option<(Item, u64)>> {
-            self.next_item()
-        }
-        fn skipped(&self) -> u64 {
-            self.skipped
-        }
-    }
+    two_way_reader!(CacheXmlItems, Item);
 
     #[test]
     fn canonical_elements_read_as_the_general_parser_reads_them() {

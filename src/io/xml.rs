@@ -372,6 +372,32 @@ pub trait TwoWayReader<'a> {
     fn skipped(&self) -> u64;
 }
 
+/// Implements `TwoWayReader` for a reader type with `new(input)`,
+/// `general_only()`, `next_item()` and a `skipped` byte count, in the
+/// tests of the module that defines it.
+#[cfg(test)]
+macro_rules! two_way_reader {
+    ($reader:ident, $item:ty) => {
+        impl<'a> $crate::io::xml::TwoWayReader<'a> for $reader<'a> {
+            type Item = $item;
+            fn fast(input: &'a [u8]) -> Self {
+                $reader::new(input)
+            }
+            fn general_only(input: &'a [u8]) -> Self {
+                $reader::new(input).general_only()
+            }
+            fn next(&mut self) -> XmlResult<Option<($item, u64)>> {
+                self.next_item()
+            }
+            fn skipped(&self) -> u64 {
+                self.skipped
+            }
+        }
+    };
+}
+#[cfg(test)]
+pub(crate) use two_way_reader;
+
 /// Every item a reader yields, with its offset, or the first error.
 #[cfg(test)]
 fn collect<'a, R: TwoWayReader<'a>>(mut r: R) -> XmlResult<Vec<(R::Item, u64)>> {

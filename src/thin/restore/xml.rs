@@ -541,7 +541,7 @@ fn mapping(at: u64, virt: u64, data: u64, len: u64, time: u32) -> XmlResult<Item
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::xml::{assert_read_alike, assert_short_way_took, TwoWayReader};
+    use crate::io::xml::{assert_read_alike, assert_short_way_took, two_way_reader};
 
     fn items(text: &str) -> XmlResult<Vec<Item>> {
         let mut r = XmlItems::new(text.as_bytes());
@@ -586,21 +586,7 @@ mod tests {
 </superblock>
 ";
 
-    impl<'a> TwoWayReader<'a> for XmlItems<'a> {
-        type Item = Item;
-        fn fast(input: &'a [u8]) -> Self {
-            XmlItems::new(input)
-        }
-        fn general_only(input: &'a [u8]) -> Self {
-            XmlItems::new(input).general_only()
-        }
-        fn next(&mut self) -> XmlResult<Option<(Item, u64)>> {
-            self.next_item()
-        }
-        fn skipped(&self) -> u64 {
-            self.skipped
-        }
-    }
+    two_way_reader!(XmlItems, Item);
 
     #[test]
     fn canonical_mappings_read_as_the_general_parser_reads_them() {
