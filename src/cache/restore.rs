@@ -495,9 +495,12 @@ pub fn validate(path: &Path, version: u32) -> Result<Plan> {
     validate_logged(path, version, false).map(|(plan, _)| plan)
 }
 
-/// Items per batch from the parsing thread, and batches queued: a hint
-/// item is some 150 bytes, so about 300 KiB in flight.
-const PARSED_BATCH: usize = 512;
+/// Items per batch from the parsing thread, and batches queued. Each
+/// batch wakes the validating thread once, and on a VM a wake-up costs
+/// tens of microseconds: with 512 items a batch, c2m's 4 million items
+/// spent half of the first pass in the channel (0.95 s, against 0.50 s
+/// with 8192). The batches in flight add about 5 MiB of heap.
+const PARSED_BATCH: usize = 8192;
 const PARSED_AHEAD: usize = 4;
 
 impl ItemSource for Ahead<XmlResult<Option<(Item, u64)>>> {
