@@ -73,9 +73,8 @@ fn run_cli(cli: Cli) -> Result<()> {
             "inconsistent device ids: only mapped {only_mapped:?}, only in details {only_detailed:?}"
         );
     }
-    let runs = rmap(&src, &roots, &cli.region)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for d in runs {
+    rmap(&src, &roots, &cli.region, &mut |d| {
         let r = d.run;
         writeln!(
             out,
@@ -86,7 +85,8 @@ fn run_cli(cli: Cli) -> Result<()> {
             r.virt,
             r.virt + r.len
         )?;
-    }
+        Ok(())
+    })?;
     out.flush()?;
     Ok(())
 }

@@ -12,22 +12,32 @@ use crate::io::{BlockError, BlockSource};
 use crate::pdata::block_hash::BlockMap;
 use crate::pdata::btree::node::NodeView;
 use crate::pdata::btree::walk::{Damage, LeafVisitor, SubtreeSummary, TreeSpec, Walker};
-use crate::pdata::refcount::RefCounter;
 
 /// Value size of mapping-tree leaves (a packed block/time).
 pub const MAPPING_VALUE_SIZE: u32 = 8;
 
-/// Collects the distinct leaves, and hands each to `also` as well.
+/// Collects the distinct leaves (when asked to), and hands each to
+/// `also` as well.
 struct Leaves<'v, V> {
-    blocks: Mutex<Vec<u64>>,
+    blocks: Option<Mutex<Vec<u64>>>,
     also: &'v V,
 }
 
 impl<V: LeafVisitor> LeafVisitor for Leaves<'_, V> {
     fn visit(&self, tree: &str, block: u64, leaf: NodeView<'_>) -> Option<Damage> {
-        self.blocks.lock().unwrap().push(block);
+        if let Some(blocks) = &self.blocks {
+            blocks.lock().unwrap().push(block);
+        }
         self.also.visit(tree, block, leaf)
     }
+}
+
+/// Whether the caller needs the list of distinct leaves: 8 bytes per
+/// leaf, which tools that gather what they need while visiting are spared.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum LeafList {
+    Keep,
+    Drop,
 }
 
 /// Visits nothing more.
@@ -40,24 +50,16 @@ impl LeafVisitor for Nothing {
 }
 
 pub struct Forest {
-    /// Every distinct leaf of the trees, in no particular order.
+    /// Every distinct leaf of the trees, in no particular order (empty
+    /// unless asked for with `LeafList::Keep`).
     pub leaves: Vec<u64>,
     /// Summaries (entry counts, heights) of every distinct internal node.
     pub internals: BlockMap<SubtreeSummary>,
 }
 
-/// Validates the trees of `roots` (device id -> root) strictly.
-pub fn validate(src: &BlockSource, roots: &BTreeMap<u64, u64>) -> Result<Forest> {
-    let named: Vec<(String, u64)> = roots
-        .iter()
-        .map(|(id, root)| (format!("device {id}"), *root))
-        .collect();
-    validate_named(src, &named)
-}
-
 /// Validates the trees (name, root) strictly.
 pub fn validate_named(src: &BlockSource, roots: &[(String, u64)]) -> Result<Forest> {
-    validate_named_with(src, roots, &Nothing)
+    validate_named_with(src, roots, &Nothing, LeafList::Drop)
 }
 
 /// Validates the trees of `roots` strictly, handing each distinct valid
@@ -67,23 +69,24 @@ pub fn validate_with<V: LeafVisitor>(
     src: &BlockSource,
     roots: &BTreeMap<u64, u64>,
     visitor: &V,
+    list: LeafList,
 ) -> Result<Forest> {
     let named: Vec<(String, u64)> = roots
         .iter()
         .map(|(id, root)| (format!("device {id}"), *root))
         .collect();
-    validate_named_with(src, &named, visitor)
+    validate_named_with(src, &named, visitor, list)
 }
 
 fn validate_named_with<V: LeafVisitor>(
     src: &BlockSource,
     roots: &[(String, u64)],
     visitor: &V,
+    list: LeafList,
 ) -> Result<Forest> {
-    let scratch_refs = RefCounter::for_metadata(src.nr_blocks());
-    let walker = Walker::new(src, &scratch_refs, true);
+    let walker = Walker::uncounted(src, true);
     let leaves = Leaves {
-        blocks: Mutex::new(Vec::new()),
+        blocks: (list == LeafList::Keep).then(|| Mutex::new(Vec::new())),
         also: visitor,
     };
     let trees: Vec<(String, u64, Vec<u64>)> = roots
@@ -119,7 +122,9 @@ fn validate_named_with<V: LeafVisitor>(
         bail!("metadata contains errors: {d}{more}");
     }
     Ok(Forest {
-        leaves: leaves.blocks.into_inner().unwrap(),
+        leaves: leaves
+            .blocks
+            .map_or_else(Vec::new, |b| b.into_inner().unwrap()),
         internals,
     })
 }

@@ -75,7 +75,7 @@ pub fn count_devices_with(
     let Forest {
         leaves,
         internals: memo,
-    } = forest::validate_with(src, roots, &uses)?;
+    } = forest::validate_with(src, roots, &uses, forest::LeafList::Keep)?;
     if let Some((l, b)) = *uses.first_beyond.lock().unwrap() {
         bail!("device mapping in leaf {l} points to data block {b}, beyond the {nr_data_blocks} data blocks");
     }

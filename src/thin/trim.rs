@@ -3,15 +3,13 @@
 
 use crate::io::{BlockKind, BlockSource};
 use crate::pdata::btree::walk::Walker;
-use crate::pdata::refcount::RefCounter;
 use crate::pdata::space_map::bitmap::{self, ENTRIES_PER_BITMAP};
 use crate::pdata::space_map::disk;
 use crate::thin::superblock::Superblock;
 
 /// Runs [begin, end) of data blocks whose stored count is zero.
 pub fn free_data_runs(src: &BlockSource, sb: &Superblock) -> anyhow::Result<Vec<(u64, u64)>> {
-    let scratch = RefCounter::for_metadata(src.nr_blocks());
-    let walker = Walker::new(src, &scratch, false);
+    let walker = Walker::uncounted(src, false);
     let sm = disk::read_data(&walker, sb.data_sm_root);
     if let Some(p) = sm.problems.first() {
         anyhow::bail!("data space map: {}", p.message);

@@ -293,7 +293,12 @@ pub struct Walker<'a> {
     /// 1 + the entry count of each valid leaf (0: not known to be one),
     /// so summaries never read a leaf again.
     leaf_entries: Vec<AtomicU16>,
-    metadata_refs: &'a RefCounter,
+    /// None when the walk only validates (thin_ls, thin_rmap, ...):
+    /// a dense scratch counter would be 4 bytes per metadata block.
+    metadata_refs: Option<&'a RefCounter>,
+    /// Nodes at or beyond this are out of bounds: the smaller of the
+    /// source's and the counter's sizes.
+    nr_blocks: u64,
     strict: bool,
     damaged: Mutex<HashMap<u64, Damage>>,
     findings: Mutex<Vec<NodeDamage>>,
@@ -304,12 +309,27 @@ impl<'a> Walker<'a> {
     /// `metadata_refs` receives one reference per pointer followed.
     /// `strict` adds the checks `--ignore-non-fatal-errors` relaxes.
     pub fn new(src: &'a BlockSource, metadata_refs: &'a RefCounter, strict: bool) -> Walker<'a> {
+        Walker::with_counter(src, Some(metadata_refs), strict)
+    }
+
+    /// A walker that validates and visits but counts no references.
+    pub fn uncounted(src: &'a BlockSource, strict: bool) -> Walker<'a> {
+        Walker::with_counter(src, None, strict)
+    }
+
+    fn with_counter(
+        src: &'a BlockSource,
+        metadata_refs: Option<&'a RefCounter>,
+        strict: bool,
+    ) -> Walker<'a> {
+        let counted = metadata_refs.map_or(u64::MAX, |r| r.nr_blocks());
         Walker {
             src,
-            visited: AtomicBitSet::new(src.nr_blocks().max(metadata_refs.nr_blocks())),
-            valid: AtomicBitSet::new(src.nr_blocks().max(metadata_refs.nr_blocks())),
+            visited: AtomicBitSet::new(src.nr_blocks()),
+            valid: AtomicBitSet::new(src.nr_blocks()),
             leaf_entries: (0..src.nr_blocks()).map(|_| AtomicU16::new(0)).collect(),
             metadata_refs,
+            nr_blocks: src.nr_blocks().min(counted),
             strict,
             damaged: Mutex::new(HashMap::new()),
             findings: Mutex::new(Vec::new()),
@@ -345,8 +365,10 @@ impl<'a> Walker<'a> {
     /// Records one reference to `block` that is not a btree node (bitmap,
     /// index block, superblock).
     pub fn count_reference(&self, block: u64) -> bool {
-        if block < self.metadata_refs.nr_blocks() {
-            self.metadata_refs.inc(block);
+        if block < self.nr_blocks {
+            if let Some(refs) = self.metadata_refs {
+                refs.inc(block);
+            }
             true
         } else {
             false
@@ -420,15 +442,17 @@ impl<'a> Walker<'a> {
             &on_heap
         };
 
-        if block >= self.metadata_refs.nr_blocks() || block >= self.src.nr_blocks() {
+        if block >= self.nr_blocks {
             let e = BlockError::OutOfBounds {
                 block,
-                nr_blocks: self.src.nr_blocks().min(self.metadata_refs.nr_blocks()),
+                nr_blocks: self.nr_blocks,
             };
             self.record(tree, path.to_vec(), keys, Damage::Block(e));
             return;
         }
-        self.metadata_refs.inc(block);
+        if let Some(refs) = self.metadata_refs {
+            refs.inc(block);
+        }
 
         if self.visited.insert(block) {
             self.progress.inc(1);

@@ -17,7 +17,7 @@ use crate::pdata::btree::node::NodeView;
 use crate::thin::block_time::BlockTime;
 use crate::thin::devices::read_devices_strict;
 use crate::thin::dump::{DeviceLeaves, Header, KeptEntries};
-use crate::thin::forest::{ordered_leaves, validate_with, Nothing};
+use crate::thin::forest::{ordered_leaves, validate_with, LeafList, Nothing};
 use crate::thin::superblock::{Superblock, THIN_MAGIC};
 
 use super::{plausible_block_size, RepairOptions, Salvage};
@@ -39,7 +39,7 @@ pub fn salvage(src: &BlockSource, opts: &RepairOptions) -> Option<Salvage> {
     if !roots.keys().eq(details.keys()) {
         return None;
     }
-    let forest = validate_with(src, &roots, &Nothing).ok()?;
+    let forest = validate_with(src, &roots, &Nothing, LeafList::Keep).ok()?;
 
     // The newest time and highest data block any mapping records.
     let (age, highest) = forest
