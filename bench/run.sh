@@ -84,6 +84,10 @@ measure() {
     local label=$1 mode=$2; shift 2
     local walls=() cpus=() rss=0 heap=0
     for _ in $(seq "$runs"); do
+        # Nothing an earlier run wrote may still be on its way to the
+        # disk: the reference writes with O_DIRECT and no flush, so the
+        # next tool's fsync would pay for its writes.
+        sync
         [ "$mode" = cold ] && drop_caches
         /usr/bin/time -o "$cache/time.out" -f "%e %U %S %M" "$@" >/dev/null 2>&1 &
         local timer=$! h=0 child=
