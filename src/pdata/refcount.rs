@@ -48,7 +48,7 @@ const DENSE_LIMIT: u64 = 1 << 23;
 
 /// Bit j of `lanes` moved to bit 2j: a one in each chosen two-bit lane.
 #[inline]
-fn spread_lanes(lanes: u32) -> u64 {
+pub(crate) fn spread_lanes(lanes: u32) -> u64 {
     let mut x = lanes as u64;
     x = (x | (x << 16)) & 0x0000_FFFF_0000_FFFF;
     x = (x | (x << 8)) & 0x00FF_00FF_00FF_00FF;

@@ -12,6 +12,7 @@
 //! Memory is bounded by the devices and shared sections, not by the
 //! number of mappings.
 
+mod data_use;
 pub mod keep;
 pub mod log;
 pub mod xml;
@@ -21,6 +22,8 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
 use roaring::RoaringTreemap;
+
+use data_use::DataUses;
 
 use crate::io::sink::BlockSink;
 use crate::io::BLOCK_SIZE;
@@ -165,17 +168,12 @@ struct Validator {
     devices: HashSet<u32>,
     last_key: Option<u64>,
     mappings: u64,
-    seen_data: RoaringTreemap,
     segment: u64,
     device_leaves: u64,
     inline_leaves: u64,
     internal: u64,
-    /// Data blocks mapped at least once, twice, three times (sizes the
-    /// ref-count tree; roaring sets cost what the mapped runs cost, not
-    /// what the pool's size does).
-    data_once: RoaringTreemap,
-    data_twice: RoaringTreemap,
-    data_thrice: RoaringTreemap,
+    /// Created when the superblock gives the pool's size.
+    data_uses: Option<DataUses>,
 }
 
 fn fail<T>(offset: u64, message: String) -> XmlResult<T> {
@@ -210,7 +208,7 @@ impl Validator {
             .filter(|d| d.refs >= 3)
             .map(DefInfo::leaves)
             .sum();
-        let data_overflow = self.data_thrice.len();
+        let data_overflow = self.data_uses.as_ref().map_or(0, DataUses::at_least_three);
         let devices = self.devices.len() as u64;
         let bitmaps = self.nr_data_blocks.div_ceil(ENTRIES_PER_BITMAP);
         let blocks = 1
@@ -365,23 +363,9 @@ impl Validator {
         self.last_key = None;
         self.mappings = 0;
         self.segment = 0;
-        self.seen_data.clear();
-    }
-
-    /// One more use of each data block in `range`.
-    fn count_data(&mut self, range: std::ops::Range<u64>) {
-        let len = range.end - range.start;
-        // Most runs are a first use: inserting tells us so without a
-        // separate (costly) cardinality query.
-        if self.data_once.insert_range(range.clone()) == len {
-            return;
+        if let Some(u) = &mut self.data_uses {
+            u.next_container();
         }
-        let mut r = RoaringTreemap::new();
-        r.insert_range(range);
-        let third = &self.data_twice & &r;
-        self.data_thrice |= third;
-        let second = &(&self.data_once & &r) - &self.data_twice;
-        self.data_twice |= second;
     }
 
     /// Where a mapping is, for messages.
@@ -427,7 +411,10 @@ impl Validator {
                 ),
             );
         }
-        if self.seen_data.insert_range(run.data..end) != run.len {
+        let uses = self
+            .data_uses
+            .get_or_insert_with(|| DataUses::new(self.nr_data_blocks));
+        if !uses.add(run.data..end) {
             return fail(
                 at,
                 format!(
@@ -438,7 +425,6 @@ impl Validator {
                 ),
             );
         }
-        self.count_data(run.data..end);
         self.last_key = Some(run.virt + run.len - 1);
         self.mappings += run.len;
         self.segment += run.len;
