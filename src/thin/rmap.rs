@@ -48,11 +48,16 @@ pub struct DeviceRun {
     pub run: Run,
 }
 
+impl Run {
+    /// Whether `next` continues this run, in virtual and data blocks.
+    fn is_followed_by(&self, next: &Run) -> bool {
+        self.virt + self.len == next.virt && self.data + self.len == next.data
+    }
+}
+
 fn push(runs: &mut Vec<Run>, r: Run) {
     match runs.last_mut() {
-        Some(last) if last.virt + last.len == r.virt && last.data + last.len == r.data => {
-            last.len += r.len
-        }
+        Some(last) if last.is_followed_by(&r) => last.len += r.len,
         _ => runs.push(r),
     }
 }
@@ -190,7 +195,7 @@ impl<'a> Trees<'a> {
         for &(device, root, height) in &self.devices {
             let mut pending: Option<Run> = None;
             self.runs_below(root, height, &mut |r| match &mut pending {
-                Some(p) if p.virt + p.len == r.virt && p.data + p.len == r.data => p.len += r.len,
+                Some(p) if p.is_followed_by(&r) => p.len += r.len,
                 _ => {
                     if let Some(p) = pending.replace(r) {
                         f(device, p);
