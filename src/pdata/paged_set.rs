@@ -20,7 +20,13 @@ const FREE_BYTES: u64 = 4 << 20;
 
 #[derive(Default)]
 pub struct PagedSet {
-    pages: BlockMap<Box<[u64; PAGE_WORDS]>>,
+    /// (page number, its bits), in the order pages were first needed.
+    pages: Vec<(u64, Box<[u64; PAGE_WORDS]>)>,
+    /// Where each page number's bits are in `pages`.
+    index: BlockMap<u32>,
+    /// The page of the last insert: origins come in runs, and a run's
+    /// numbers share a page, so most inserts skip the hash lookup.
+    last: Option<(u64, u32)>,
     sparse: Option<RoaringTreemap>,
     len: u64,
 }
@@ -45,10 +51,20 @@ impl PagedSet {
             self.len += new as u64;
             return new;
         }
-        let page = self
-            .pages
-            .entry(n >> PAGE_BITS)
-            .or_insert_with(|| Box::new([0; PAGE_WORDS]));
+        let key = n >> PAGE_BITS;
+        let at = match self.last {
+            Some((k, at)) if k == key => at,
+            _ => {
+                let next = self.pages.len() as u32;
+                let at = *self.index.entry(key).or_insert(next);
+                if at == next {
+                    self.pages.push((key, Box::new([0; PAGE_WORDS])));
+                }
+                self.last = Some((key, at));
+                at
+            }
+        };
+        let page = &mut self.pages[at as usize].1;
         let bit = n & ((1 << PAGE_BITS) - 1);
         let (w, mask) = ((bit / 64) as usize, 1u64 << (bit % 64));
         let new = page[w] & mask == 0;
@@ -63,19 +79,18 @@ impl PagedSet {
     pub fn contains(&self, n: u64) -> bool {
         match &self.sparse {
             Some(r) => r.contains(n),
-            None => self.pages.get(&(n >> PAGE_BITS)).is_some_and(|p| {
+            None => self.index.get(&(n >> PAGE_BITS)).is_some_and(|&at| {
                 let bit = n & ((1 << PAGE_BITS) - 1);
-                p[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+                self.pages[at as usize].1[(bit / 64) as usize] & (1 << (bit % 64)) != 0
             }),
         }
     }
 
     fn move_to_roaring(&mut self) {
-        let mut keys: Vec<u64> = self.pages.keys().copied().collect();
-        keys.sort_unstable();
+        let mut pages = std::mem::take(&mut self.pages);
+        pages.sort_unstable_by_key(|(k, _)| *k);
         let mut r = RoaringTreemap::new();
-        for k in keys {
-            let page = &self.pages[&k];
+        for (k, page) in &pages {
             let base = k << PAGE_BITS;
             let members = page.iter().enumerate().flat_map(|(w, &word)| {
                 (0..64)
@@ -85,7 +100,8 @@ impl PagedSet {
             // Pages in ascending order, members ascending within each.
             r.append(members).expect("members in ascending order");
         }
-        self.pages = BlockMap::default();
+        self.index = BlockMap::default();
+        self.last = None;
         self.sparse = Some(r);
     }
 }
