@@ -243,7 +243,7 @@ impl<'m, 'a> MetadataItems<'m, 'a> {
                 }
                 Stage::BeginMappings => {
                     self.stage = Stage::Mappings;
-                    self.iter = Some(Box::new(self.md.mapped()));
+                    self.iter = Some(Box::new(self.md.mapped_without_hints()));
                     return Some(Item::Mappings);
                 }
                 Stage::Mappings => match self.iter.as_mut().and_then(|i| i.next()) {

@@ -393,7 +393,31 @@ impl<'a> CacheMetadata<'a> {
 
     /// The readable entries with the VALID flag, in cache-block order.
     pub fn mapped(&self) -> impl Iterator<Item = Entry<'a>> + '_ {
-        self.entries().filter(|e| e.mapping.is_valid())
+        self.mapped_with(true)
+    }
+
+    /// As `mapped`, but with no hints looked up (each is an array
+    /// lookup): for a pass over the mappings alone.
+    pub fn mapped_without_hints(&self) -> impl Iterator<Item = Entry<'a>> + '_ {
+        self.mapped_with(false)
+    }
+
+    fn mapped_with(&self, hints: bool) -> impl Iterator<Item = Entry<'a>> + '_ {
+        // Tested before the dirty bit and hint are looked up: a sparse
+        // cache's unmapped entries cost one flag test each.
+        self.mappings.entries().filter_map(move |(c, bytes)| {
+            let m = Mapping::from_bytes(bytes);
+            m.is_valid().then(|| Entry {
+                cblock: c,
+                mapping: m,
+                dirty: self.dirty_of(c, &m),
+                hint: if hints {
+                    self.hints.as_ref().and_then(|h| h.get(c))
+                } else {
+                    None
+                },
+            })
+        })
     }
 
     /// Runs of set discard bits (discard blocks), ascending.
