@@ -18,12 +18,10 @@ use std::sync::Mutex;
 
 use anyhow::Result;
 
-use crate::pdata::btree::walk::SubtreeSummary;
-
 use crate::io::BlockSource;
 use crate::pdata::block_hash::BlockMap;
 use crate::pdata::btree::node::NodeView;
-use crate::pdata::btree::walk::{Damage, LeafVisitor};
+use crate::pdata::btree::walk::{Damage, LeafVisitor, SubtreeSummary};
 use crate::thin::block_time::BlockTime;
 use crate::thin::forest;
 
@@ -126,15 +124,18 @@ fn rmap_in_chunks(
     };
     let forest = forest::validate_with(src, roots, &visitor, forest::LeafList::Drop)?;
     let by_leaf = visitor.found.into_inner().unwrap();
-    let Some(lo) = by_leaf.values().flatten().map(|r| r.data).min() else {
-        return Ok(());
-    };
-    let hi = 1 + by_leaf
+    // The data blocks the runs start in: [lo, hi).
+    let Some((lo, hi)) = by_leaf
         .values()
         .flatten()
-        .map(|r| r.data)
-        .max()
-        .unwrap_or(lo);
+        .fold(None, |b: Option<(u64, u64)>, r| {
+            Some(b.map_or((r.data, r.data + 1), |(lo, hi)| {
+                (lo.min(r.data), hi.max(r.data + 1))
+            }))
+        })
+    else {
+        return Ok(());
+    };
     let trees = Trees::new(src, roots, &forest.internals, &by_leaf);
     emit_range(&trees, lo, hi, chunk_runs, emit)
 }

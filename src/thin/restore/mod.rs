@@ -172,7 +172,8 @@ struct Validator {
     device_leaves: u64,
     inline_leaves: u64,
     internal: u64,
-    /// Created when the superblock gives the pool's size.
+    /// Created at the first mapping, once the superblock has given the
+    /// pool's size.
     data_uses: Option<DataUses>,
 }
 
